@@ -1,0 +1,143 @@
+"""Settings read from the environment (and `.env`); validated once, at start-up.
+
+Only this module and the entry points read the environment: domain services receive the
+values they need as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/reservations"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Accepted only when APP_ENV is local or test, so a forgotten secret never reaches AWS.
+LOCAL_PLACEHOLDER_SECRET = "local-development-secret-do-not-use-in-production"
+_PLACEHOLDER_SECRETS = {
+    "",
+    "changeme",
+    "change-me",
+    "secret",
+    "your_secret_key",
+    "your-secret-key",
+    LOCAL_PLACEHOLDER_SECRET,
+}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(RuntimeError):
+    """Raised at start-up when a setting is missing or invalid; names the variable."""
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the plain `postgresql://` URLs people already have and pick our driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+pg8000://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    app_env: Literal["local", "test", "aws"] = "local"
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = Field(default=1, ge=1, le=50)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    database_tls: bool = False
+    redis_url: str = DEFAULT_REDIS_URL
+    jwt_secret_key: SecretStr | None = None
+    jwt_secret_arn: str | None = None
+    jwt_issuer: str = "reservations"
+    jwt_audience: str = "reservations-api"
+    access_token_expire_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    refresh_token_expire_days: float = Field(default=14, gt=0, le=365)
+    confirmation_grace_period_minutes: float = Field(default=30, gt=0, le=7 * 24 * 60)
+    min_booking_notice_hours: float = Field(default=24, ge=0, le=24 * 365)
+    max_booking_horizon_days: int = Field(default=90, ge=1, le=3650)
+    max_active_holds: int = Field(default=3, ge=1, le=100)
+    cache_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    login_lockout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    password_reset_expire_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    # argon2id cost; tests lower it, production keeps the library's recommended values.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1048576)
+    email_sender: str | None = None
+    password_reset_url: str = "http://127.0.0.1:3000/password-reset/confirm"
+    default_timezone: str = "UTC"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = normalise_database_url(value.strip())
+        if not value.startswith("postgresql+"):
+            raise ValueError("must be a PostgreSQL URL such as postgresql://user@host:5432/db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (empty disables the cache)")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+    @field_validator("email_sender", "jwt_secret_arn")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _secret_policy(self) -> Settings:
+        if self.jwt_secret_arn:
+            return self
+        secret = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
+        if self.app_env in ("local", "test"):
+            return self
+        if secret.strip().lower() in _PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                "JWT_SECRET_KEY: a real secret of at least "
+                f"{MIN_SECRET_LENGTH} characters (or JWT_SECRET_ARN) is required when APP_ENV={self.app_env}"
+            )
+        return self
+
+    @property
+    def cache_enabled(self) -> bool:
+        return bool(self.redis_url)
+
+    def local_secret(self) -> str:
+        """The signing secret when no Secrets Manager ARN is configured."""
+        if self.jwt_secret_key and self.jwt_secret_key.get_secret_value():
+            return self.jwt_secret_key.get_secret_value()
+        return LOCAL_PLACEHOLDER_SECRET
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; turn pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message} (got {json.dumps(item.get('input'), default=str)[:80]})"
+                            if name != "settings" else message)
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def settings_from_environment() -> Settings:
+    return load_settings()

@@ -1,0 +1,105 @@
+"""FastAPI app factory with the project's error contract:
+`{"detail": "<message>", "code": "<machine_code>"}` for every error we raise, FastAPI's
+own 422 format for schema errors, and never a bare 500 for a client's mistake."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthenticated,
+    Unprocessable,
+)
+from .runtime import Runtime
+
+logger = logging.getLogger("reservations.http")
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unprocessable: 422,
+    TooManyRequests: 429,
+    ServiceUnavailable: 503,
+}
+HTTP_CODES = {
+    400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable",
+    429: "too_many_requests", 503: "service_unavailable",
+}
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+def _status_for(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return 400
+
+
+async def _domain_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DomainError)
+    status = _status_for(error)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, TooManyRequests | ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    return error_response(status, error.message, error.code, headers)
+
+
+async def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+    return error_response(error.status_code, detail, HTTP_CODES.get(error.status_code, "error"), headers)
+
+
+async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, DBAPIError) and not (error.connection_invalidated or isinstance(error, InterfaceError | OperationalError)):
+        raise error
+    logger.error("database unavailable: %s", error.__class__.__name__, exc_info=error)
+    return error_response(
+        503, "the database is unavailable; retry shortly", "database_unavailable",
+        {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=error)
+    return error_response(500, "internal server error", "internal_error")
+
+
+def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> FastAPI:
+    app = FastAPI(title=title, version="1.0.0", **kwargs)
+    # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
+    app.state.runtime = runtime or Runtime()
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)
+    _ = RequestValidationError  # FastAPI's default 422 body is kept on purpose
+    return app

@@ -1,0 +1,93 @@
+"""Process-wide resources of one function container, created lazily on first use so a
+cold start pays only for what the request needs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from ..accounts import AccountPolicy
+from ..config import Settings, settings_from_environment
+from ..db import make_engine, session_scope
+from ..mail import LogMailer, Mailer, SesMailer
+from ..security import PasswordHasher, SigningKeys, TokenCodec
+
+SECRET_CACHE_SECONDS = 300
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings or settings_from_environment()
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @cached_property
+    def engine(self) -> Engine:
+        with self._lock:
+            return make_engine(
+                self.settings.database_url,
+                pool_size=self.settings.db_pool_size,
+                connect_timeout=self.settings.db_connect_timeout_seconds,
+                tls=self.settings.database_tls,
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with session_scope(self.engine) as session:
+            yield session
+
+    @cached_property
+    def hasher(self) -> PasswordHasher:
+        return PasswordHasher(
+            time_cost=self.settings.password_hash_time_cost, memory_kib=self.settings.password_hash_memory_kib
+        )
+
+    def token_codec(self) -> TokenCodec:
+        return TokenCodec(self.signing_keys(), issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience)
+
+    def signing_keys(self) -> SigningKeys:
+        if self.settings.jwt_secret_arn:
+            # Powertools caches the value, so a rotated secret is picked up within minutes.
+            from aws_lambda_powertools.utilities import parameters
+
+            secret = parameters.get_secret(self.settings.jwt_secret_arn, max_age=SECRET_CACHE_SECONDS)
+            return SigningKeys.from_secret(str(secret))
+        return self._local_keys
+
+    @cached_property
+    def _local_keys(self) -> SigningKeys:
+        return SigningKeys.from_secret(self.settings.local_secret())
+
+    @cached_property
+    def mailer(self) -> Mailer:
+        if not self.settings.email_sender:
+            return LogMailer()
+        import boto3
+
+        client: Any = boto3.client("ses")
+        return SesMailer(client, self.settings.email_sender)
+
+    @cached_property
+    def account_policy(self) -> AccountPolicy:
+        s = self.settings
+        return AccountPolicy(
+            access_ttl=timedelta(minutes=s.access_token_expire_minutes),
+            refresh_ttl=timedelta(days=s.refresh_token_expire_days),
+            login_max_failures=s.login_max_failures,
+            login_lockout=timedelta(minutes=s.login_lockout_minutes),
+            reset_ttl=timedelta(minutes=s.password_reset_expire_minutes),
+        )

@@ -1,0 +1,142 @@
+"""Password hashing (argon2id via passlib/libpass) and JWT access tokens (PyJWT)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from passlib.context import CryptContext
+
+from .errors import Unauthenticated
+
+JWT_ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "access"
+
+
+class PasswordHasher:
+    def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__rounds=time_cost,
+            argon2__memory_cost=memory_kib,
+            argon2__parallelism=1,
+        )
+        # Verifying against this when the account does not exist keeps the response time
+        # of "unknown e-mail" equal to that of "wrong password".
+        self._dummy_hash = self._context.hash(secrets.token_hex(16))
+
+    def hash(self, password: str) -> str:
+        return str(self._context.hash(password))
+
+    def verify(self, password: str, password_hash: str | None) -> bool:
+        if password_hash is None:
+            self._context.verify(password, self._dummy_hash)
+            return False
+        try:
+            return bool(self._context.verify(password, password_hash))
+        except (ValueError, TypeError):
+            return False
+
+
+def opaque_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """Refresh and reset tokens are stored as digests so a database leak reveals none."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The active key signs; every listed key verifies, so keys can rotate by `kid`."""
+
+    active_kid: str
+    keys: Mapping[str, str]
+
+    @classmethod
+    def from_secret(cls, secret: str) -> SigningKeys:
+        """A plain string is one key; JSON `{"keys": [{"kid", "secret"}, ...]}` lists
+        several with the first active (the shape to use in Secrets Manager to rotate)."""
+        stripped = secret.strip()
+        if stripped.startswith("{"):
+            document = json.loads(stripped)
+            entries = document.get("keys") or []
+            if not entries:
+                raise ValueError("JWT secret JSON must contain a non-empty 'keys' list")
+            keys = {str(entry["kid"]): str(entry["secret"]) for entry in entries}
+            return cls(active_kid=str(entries[0]["kid"]), keys=keys)
+        kid = hashlib.sha256(stripped.encode()).hexdigest()[:12]
+        return cls(active_kid=kid, keys={kid: stripped})
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    role: str
+    token_version: int
+    expires_at: datetime
+
+
+class TokenCodec:
+    def __init__(self, keys: SigningKeys, *, issuer: str, audience: str) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+
+    def issue_access(self, *, user_id: int, role: str, token_version: int, now: datetime, ttl: timedelta) -> str:
+        claims: dict[str, Any] = {
+            "sub": str(user_id),
+            "role": role,
+            "tv": token_version,
+            "typ": ACCESS_TOKEN_TYPE,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "iat": int(now.timestamp()),
+            "exp": int((now + ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        kid = self._keys.active_kid
+        return jwt.encode(claims, self._keys.keys[kid], algorithm=JWT_ALGORITHM, headers={"kid": kid})
+
+    def decode_access(self, token: str, *, now: datetime) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.keys.get(str(header.get("kid")))
+            if key is None:
+                raise Unauthenticated("token signed with an unknown key", code="invalid_token")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[JWT_ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token has expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("invalid token", code="invalid_token") from None
+        # PyJWT checks exp against the wall clock; re-check against the injected clock.
+        if claims.get("typ") != ACCESS_TOKEN_TYPE:
+            raise Unauthenticated("invalid token", code="invalid_token")
+        if int(claims["exp"]) <= int(now.timestamp()):
+            raise Unauthenticated("token has expired", code="token_expired")
+        try:
+            return AccessClaims(
+                user_id=int(claims["sub"]),
+                role=str(claims["role"]),
+                token_version=int(claims["tv"]),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise Unauthenticated("invalid token", code="invalid_token") from None
