@@ -83,6 +83,13 @@ class AccountService:
     ) -> User:
         if role not in SELF_SERVICE_ROLES and not (role == "admin" and actor is not None and actor.role == "admin"):
             raise Forbidden("only an admin can create admin accounts", code="admin_required")
+        return self._create_user(name=name, email=email, password=password, role=role, timezone=timezone)
+
+    def create_first_admin(self, *, name: str, email: str, password: str) -> User:
+        """Operator bootstrap (command line only): needs no admin token."""
+        return self._create_user(name=name, email=email, password=password, role="admin", timezone="UTC")
+
+    def _create_user(self, *, name: str, email: str, password: str, role: str, timezone: str) -> User:
         validate_password(password)
         validate_timezone(timezone)
         if self._find_by_email(email) is not None:

@@ -6,11 +6,12 @@ Pure module: no I/O and no settings, so handlers, the sweeper and tests share it
 
 from __future__ import annotations
 
+import itertools
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 SLOT_MINUTES = 15
 MAX_RANGE_DAYS = 366
 
-_UTC = timezone.utc
 _ONE_DAY = timedelta(days=1)
 _SLOT = timedelta(minutes=SLOT_MINUTES)
 _SLOT_US = SLOT_MINUTES * 60 * 1_000_000
@@ -65,15 +65,24 @@ class Window:
     end: time | None  # None is the midnight that ends the day (24:00)
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is not None or (self.end is not None and self.end.tzinfo is not None):
-            raise AvailabilityError("window times must be wall-clock times without a zone")
+        if self.start.tzinfo is not None or (
+            self.end is not None and self.end.tzinfo is not None
+        ):
+            raise AvailabilityError(
+                "window times must be wall-clock times without a zone"
+            )
         if self.end is not None and self.end <= self.start:
             raise AvailabilityError(
-                f"end {self.end.isoformat()} must be after start {self.start.isoformat()}"
+                f"end {self.end.isoformat()} must be after start "
+                f"{self.start.isoformat()}"
             )
 
     def _key(self) -> tuple[time, bool, time]:
-        return (self.start, self.end is None, time.min if self.end is None else self.end)
+        return (
+            self.start,
+            self.end is None,
+            time.min if self.end is None else self.end,
+        )
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Window):
@@ -105,7 +114,10 @@ class WeeklyWindow:
 
     def __post_init__(self) -> None:
         if not self.weekdays or not self.weekdays <= frozenset(range(7)):
-            raise AvailabilityError(f"weekdays must be a non-empty subset of 0..6, got {sorted(self.weekdays)}")
+            raise AvailabilityError(
+                "weekdays must be a non-empty subset of 0..6, "
+                f"got {sorted(self.weekdays)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ class Availability:
         # Copies, so a caller mutating its own dict cannot change a frozen value.
         object.__setattr__(self, "exceptions", dict(self.exceptions))
         object.__setattr__(self, "manual", dict(self.manual))
-        for earlier, later in zip(self.periods, self.periods[1:]):
+        for earlier, later in itertools.pairwise(self.periods):
             if later.start_date <= earlier.end_date:
                 raise AvailabilityError(
                     "weekly periods must be sorted and must not overlap: "
@@ -178,7 +190,7 @@ def _day_code(code: str, spec: str) -> int:
 
 
 def parse_wall_time(text: str) -> time:
-    """Parse ``8am``, ``8:30 PM``, ``12am``, ``14:00``, ``24:00``... (24:00 gives 00:00)."""
+    """Parse ``8am``, ``8:30 PM``, ``12am``, ``14:00``... (``24:00`` gives 00:00)."""
     return _parse_time(text)[0]
 
 
@@ -213,7 +225,9 @@ def parse_window(start: str, end: str) -> Window:
     return Window(start_time, None if end_of_day else end_time)
 
 
-def merge(stored: Availability, posted: Availability, touched: Iterable[date]) -> Availability:
+def merge(
+    stored: Availability, posted: Availability, touched: Iterable[date]
+) -> Availability:
     """Let ``posted`` replace ``stored`` on every touched date; other dates keep theirs.
 
     Every date ``posted`` mentions counts as touched even if absent from ``touched``,
@@ -233,7 +247,9 @@ def merge(stored: Availability, posted: Availability, touched: Iterable[date]) -
         )
 
     return Availability(
-        periods=tuple(sorted([*kept, *posted.periods], key=lambda period: period.start_date)),
+        periods=tuple(
+            sorted([*kept, *posted.periods], key=lambda period: period.start_date)
+        ),
         exceptions={
             **{day: w for day, w in stored.exceptions.items() if untouched(day)},
             **posted.exceptions,
@@ -245,7 +261,9 @@ def merge(stored: Availability, posted: Availability, touched: Iterable[date]) -
     )
 
 
-def _clip(period: WeeklyPeriod, spans: list[tuple[date, date]]) -> Iterator[WeeklyPeriod]:
+def _clip(
+    period: WeeklyPeriod, spans: list[tuple[date, date]]
+) -> Iterator[WeeklyPeriod]:
     """Yield the parts of ``period`` outside ``spans`` (sorted by start)."""
     start = period.start_date
     for low, high in spans:
@@ -279,7 +297,9 @@ def _period_on(periods: tuple[WeeklyPeriod, ...], day: date) -> WeeklyPeriod | N
 
 
 def _weekday_windows(period: WeeklyPeriod, weekday: int) -> tuple[Window, ...]:
-    return tuple(weekly.window for weekly in period.windows if weekday in weekly.weekdays)
+    return tuple(
+        weekly.window for weekly in period.windows if weekday in weekly.weekdays
+    )
 
 
 def generate_slots(
@@ -295,10 +315,16 @@ def generate_slots(
         raise AvailabilityError(
             f"date range {first_day}..{last_day} is longer than {MAX_RANGE_DAYS} days"
         )
-    periods, exceptions, manual = availability.periods, availability.exceptions, availability.manual
+    periods, exceptions, manual = (
+        availability.periods,
+        availability.exceptions,
+        availability.manual,
+    )
     weekly_grids: dict[int, tuple[tuple[int, ...], ...]] = {}
     slots: list[tuple[datetime, datetime]] = []
-    index = max(bisect_right(periods, first_day, key=lambda period: period.start_date) - 1, 0)
+    index = max(
+        bisect_right(periods, first_day, key=lambda period: period.start_date) - 1, 0
+    )
     day = first_day
     for _ in range(day_count):
         if day in exceptions:
@@ -322,7 +348,7 @@ def generate_slots(
         day += _ONE_DAY
     # Wall-time order is UTC order unless two transitions fall in one day;
     # tzdata has none (checked for 2026.6), but cheap insurance.
-    if any(later[0] <= earlier[0] for earlier, later in zip(slots, slots[1:])):
+    if any(later[0] <= earlier[0] for earlier, later in itertools.pairwise(slots)):
         slots = sorted(set(slots))
     return slots
 
@@ -331,18 +357,23 @@ def _grid_points(windows: Iterable[Window]) -> tuple[int, ...]:
     """Indexes (quarter hours since midnight) of the whole slots inside ``windows``."""
     points: set[int] = set()
     for window in windows:
-        first = -(-_micros(window.start) // _SLOT_US)  # ceiling: slots start on the grid
+        # Ceiling: a window starting off the grid begins at the next grid point.
+        first = -(-_micros(window.start) // _SLOT_US)
         stop = _SLOTS_PER_DAY if window.end is None else _micros(window.end) // _SLOT_US
         points.update(range(first, stop))
     return tuple(sorted(points))
 
 
 def _micros(moment: time) -> int:
-    return ((moment.hour * 60 + moment.minute) * 60 + moment.second) * 1_000_000 + moment.microsecond
+    seconds = (moment.hour * 60 + moment.minute) * 60 + moment.second
+    return seconds * 1_000_000 + moment.microsecond
 
 
 def _add_day(
-    slots: list[tuple[datetime, datetime]], tz: ZoneInfo, day: date, grid: tuple[int, ...]
+    slots: list[tuple[datetime, datetime]],
+    tz: ZoneInfo,
+    day: date,
+    grid: tuple[int, ...],
 ) -> None:
     midnight = datetime(day.year, day.month, day.day)
     first, last = midnight + _GRID[grid[0]], midnight + _GRID[grid[-1]]
@@ -356,12 +387,12 @@ def _add_day(
         == tz.utcoffset(last)
         == tz.utcoffset(last.replace(fold=1))
     ):
-        base = (midnight - offset).replace(tzinfo=_UTC)
+        base = (midnight - offset).replace(tzinfo=UTC)
         slots.extend((base + _GRID[point], base + _GRID[point + 1]) for point in grid)
         return
     for point in grid:
         wall = midnight + _GRID[point]
-        start = wall.replace(tzinfo=tz).astimezone(_UTC)  # fold=0: first occurrence
+        start = wall.replace(tzinfo=tz).astimezone(UTC)  # fold=0: first occurrence
         # A skipped wall time comes back as a different one.
         if start.astimezone(tz).replace(tzinfo=None) == wall:
             slots.append((start, start + _SLOT))
@@ -374,5 +405,5 @@ def slot_on_grid(instant: datetime) -> bool:
     """
     if instant.utcoffset() is None:
         return False
-    utc = instant.astimezone(_UTC)
+    utc = instant.astimezone(UTC)
     return utc.minute % SLOT_MINUTES == 0 and utc.second == 0 and utc.microsecond == 0
