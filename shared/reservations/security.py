@@ -18,6 +18,7 @@ from .errors import Unauthenticated
 
 JWT_ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"
+CLOCK_SKEW_SECONDS = 60
 
 
 class PasswordHasher:
@@ -119,18 +120,21 @@ class TokenCodec:
                 algorithms=[JWT_ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-                leeway=0,
+                # Time claims are checked below against the injected clock, not the wall clock.
+                options={"require": ["exp", "iat", "sub", "iss", "aud"], "verify_exp": False, "verify_iat": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token has expired", code="token_expired") from None
         except jwt.PyJWTError:
             raise Unauthenticated("invalid token", code="invalid_token") from None
-        # PyJWT checks exp against the wall clock; re-check against the injected clock.
         if claims.get("typ") != ACCESS_TOKEN_TYPE:
             raise Unauthenticated("invalid token", code="invalid_token")
-        if int(claims["exp"]) <= int(now.timestamp()):
+        try:
+            expires, issued = int(claims["exp"]), int(claims["iat"])
+        except (TypeError, ValueError):
+            raise Unauthenticated("invalid token", code="invalid_token") from None
+        if expires <= int(now.timestamp()):
             raise Unauthenticated("token has expired", code="token_expired")
+        if issued > int(now.timestamp()) + CLOCK_SKEW_SECONDS:
+            raise Unauthenticated("token issued in the future", code="invalid_token")
         try:
             return AccessClaims(
                 user_id=int(claims["sub"]),

@@ -1,0 +1,181 @@
+"""Account rules that need a controllable clock or real concurrency, on real Postgres."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+from sqlalchemy.orm import Session
+
+from reservations.accounts import AccountService
+from reservations.config import load_settings
+from reservations.errors import Conflict, InvalidRequest, TooManyRequests, Unauthenticated, Unprocessable
+from reservations.http.runtime import Runtime
+from reservations.mail import Mailer
+from tests.conftest import Clock, unique_email
+
+
+class Outbox(Mailer):
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+
+    def send(self, *, to: str, subject: str, body: str) -> None:
+        self.messages.append({"to": to, "subject": subject, "body": body})
+
+
+def service(session: Session, runtime: Runtime, clock: Clock) -> AccountService:
+    return AccountService(
+        session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=clock()
+    )
+
+
+def make_user(session: Session, runtime: Runtime, clock: Clock, role: str = "patient") -> tuple[str, str]:
+    email = unique_email(role)
+    service(session, runtime, clock).register(name="U", email=email, password="password1", role=role)
+    return email, "password1"
+
+
+def test_lockout_lifts_after_the_window(session: Session, runtime: Runtime, clock: Clock) -> None:
+    email, password = make_user(session, runtime, clock)
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            service(session, runtime, clock).login(email, "wrong-password")
+        clock.advance(seconds=10)
+    with pytest.raises(TooManyRequests) as locked:
+        service(session, runtime, clock).login(email, password)
+    # The oldest failure was 50 s ago: it ages out of the 15-minute window in 850 s.
+    assert 849 <= locked.value.retry_after_seconds <= 851
+    clock.advance(seconds=locked.value.retry_after_seconds)
+    assert service(session, runtime, clock).login(email, password).access_token
+
+
+def test_unknown_accounts_are_throttled_too(session: Session, runtime: Runtime, clock: Clock) -> None:
+    stranger = unique_email()
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            service(session, runtime, clock).login(stranger, "whatever1")
+    with pytest.raises(TooManyRequests):
+        service(session, runtime, clock).login(stranger, "whatever1")
+
+
+def test_access_token_expires_with_the_clock(session: Session, runtime: Runtime, clock: Clock) -> None:
+    email, password = make_user(session, runtime, clock)
+    pair = service(session, runtime, clock).login(email, password)
+    clock.advance(minutes=29)
+    assert service(session, runtime, clock).authenticate(pair.access_token).email == email
+    clock.advance(minutes=1)
+    with pytest.raises(Unauthenticated, match="expired"):
+        service(session, runtime, clock).authenticate(pair.access_token)
+
+
+def test_refresh_token_expires(session: Session, runtime: Runtime, clock: Clock) -> None:
+    email, password = make_user(session, runtime, clock)
+    pair = service(session, runtime, clock).login(email, password)
+    clock.advance(days=14, seconds=1)
+    with pytest.raises(Unauthenticated):
+        service(session, runtime, clock).refresh(pair.refresh_token)
+
+
+def test_reset_token_valid_for_thirty_minutes_only(session: Session, runtime: Runtime, clock: Clock) -> None:
+    email, _ = make_user(session, runtime, clock)
+    outbox = Outbox()
+    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
+    token = outbox.messages[0]["body"].split("\n\n")[2].strip()
+    assert "30 minutes" in outbox.messages[0]["body"]
+    clock.advance(minutes=30)
+    with pytest.raises(InvalidRequest):
+        service(session, runtime, clock).confirm_password_reset(token, "new-password")
+    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
+    fresh = outbox.messages[1]["body"].split("\n\n")[2].strip()
+    clock.advance(minutes=29)
+    service(session, runtime, clock).confirm_password_reset(fresh, "new-password")
+    assert service(session, runtime, clock).login(email, "new-password").access_token
+
+
+def test_reset_stores_only_a_digest(session: Session, runtime: Runtime, clock: Clock) -> None:
+    from sqlalchemy import select
+
+    from reservations.db import PasswordResetToken
+
+    email, _ = make_user(session, runtime, clock)
+    outbox = Outbox()
+    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
+    token = outbox.messages[0]["body"].split("\n\n")[2].strip()
+    stored = session.scalars(select(PasswordResetToken.token_hash)).all()
+    assert token not in stored
+    assert all(len(digest) == 64 for digest in stored)
+
+
+def test_password_hash_is_argon2id(session: Session, runtime: Runtime, clock: Clock) -> None:
+    user = service(session, runtime, clock).register(
+        name="U", email=unique_email(), password="password1", role="patient"
+    )
+    assert user.password_hash.startswith("$argon2id$")
+
+
+def test_invalid_timezone_and_password_are_rejected(session: Session, runtime: Runtime, clock: Clock) -> None:
+    accounts = service(session, runtime, clock)
+    with pytest.raises(Unprocessable):
+        accounts.register(name="U", email=unique_email(), password="password1", role="provider", timezone="Nowhere/X")
+    with pytest.raises(Unprocessable):
+        accounts.register(name="U", email=unique_email(), password="short", role="patient")
+
+
+def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None:  # type: ignore[no-untyped-def]
+    runtime = Runtime(settings)
+    email = unique_email()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            with runtime.transaction() as session:
+                AccountService(
+                    session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy,
+                    now=runtime.now(),
+                ).register(name="U", email=email.upper() if i % 2 else email, password="password1", role="patient")
+            outcomes.append("created")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runtime.engine.dispose()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["created"]
+
+
+def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  # type: ignore[no-untyped-def]
+    from aws_lambda_powertools.utilities import parameters
+
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        old = {"kid": "k1", "secret": "first-secret-long-enough-for-hs256-0000"}
+        new = {"kid": "k2", "secret": "second-secret-long-enough-for-hs256-000"}
+        arn = client.create_secret(Name="jwt", SecretString=json.dumps({"keys": [old]}))["ARN"]
+        parameters.clear_caches()
+        aws_settings = load_settings(database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn)
+        runtime = Runtime(aws_settings)
+        now = runtime.now()
+        token = runtime.token_codec().issue_access(user_id=1, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5))
+        # Rotate: the new key signs, the old one still verifies until it is removed.
+        client.put_secret_value(SecretId=arn, SecretString=json.dumps({"keys": [new, old]}))
+        parameters.clear_caches()
+        rotated = runtime.token_codec()
+        assert rotated.decode_access(token, now=now).user_id == 1
+        fresh = rotated.issue_access(user_id=2, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5))
+        import jwt
+
+        assert jwt.get_unverified_header(fresh)["kid"] == "k2"
+        client.put_secret_value(SecretId=arn, SecretString=json.dumps({"keys": [new]}))
+        parameters.clear_caches()
+        with pytest.raises(Unauthenticated):
+            runtime.token_codec().decode_access(token, now=now)
+        parameters.clear_caches()

@@ -1,0 +1,62 @@
+"""Settings validation: pure, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from reservations.config import ConfigurationError, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings(database_url="postgresql://u@h:5432/db")
+    assert settings.database_url == "postgresql+pg8000://u@h:5432/db"
+    assert settings.access_token_expire_minutes == 30
+    assert settings.confirmation_grace_period_minutes == 30
+    assert settings.min_booking_notice_hours == 24
+    assert settings.max_booking_horizon_days == 90
+    assert settings.cache_expiry_seconds == 3600
+
+
+def test_grace_period_is_a_float_so_tests_can_use_seconds() -> None:
+    assert load_settings(confirmation_grace_period_minutes="0.05").confirmation_grace_period_minutes == 0.05
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("ACCESS_TOKEN_EXPIRE_MINUTES", "abc"), ("ACCESS_TOKEN_EXPIRE_MINUTES", "0"), ("CACHE_EXPIRY_SECONDS", "-1"),
+     ("MIN_BOOKING_NOTICE_HOURS", "soon"), ("MAX_BOOKING_HORIZON_DAYS", "0"), ("DATABASE_URL", "mysql://x/y"),
+     ("REDIS_URL", "http://cache"), ("APP_ENV", "staging"), ("CONFIRMATION_GRACE_PERIOD_MINUTES", "nan-ish")],
+)
+def test_invalid_values_fail_naming_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=variable):
+        load_settings()
+
+
+@pytest.mark.parametrize("secret", [None, "changeme", "your_secret_key", "short-secret"])
+def test_placeholder_secret_refused_outside_local_mode(monkeypatch: pytest.MonkeyPatch, secret: str | None) -> None:
+    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+    if secret is not None:
+        monkeypatch.setenv("JWT_SECRET_KEY", secret)
+    with pytest.raises(ConfigurationError, match="JWT_SECRET_KEY"):
+        load_settings(app_env="aws")
+
+
+def test_placeholder_secret_allowed_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+    assert load_settings(app_env="local").local_secret()
+
+
+def test_secret_arn_satisfies_aws_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+    settings = load_settings(app_env="aws", jwt_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:jwt")
+    assert settings.jwt_secret_arn
+
+
+def test_environment_wins_over_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env").write_text("CACHE_EXPIRY_SECONDS=10\nMAX_BOOKING_HORIZON_DAYS=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHE_EXPIRY_SECONDS", "20")
+    settings = load_settings()
+    assert settings.cache_expiry_seconds == 20
+    assert settings.max_booking_horizon_days == 7
