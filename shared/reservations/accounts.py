@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .db import LoginFailure, PasswordResetToken, RefreshToken, User, sqlstate
@@ -101,7 +101,7 @@ class AccountService:
         self.session.add(user)
         try:
             self.session.flush()
-        except IntegrityError as error:  # a concurrent registration won the unique index
+        except DBAPIError as error:  # a concurrent registration won the unique index
             if sqlstate(error) == "23505":
                 raise Conflict("an account with this e-mail already exists", code="email_taken") from None
             raise

@@ -705,7 +705,7 @@ def test_generated_slots_are_on_grid_sorted_unique_and_inside_windows(
     assert slots == reference_slots(availability, tz, first, last)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     stored=availabilities(merge_days),
     posted=availabilities(merge_days),

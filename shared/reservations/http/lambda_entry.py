@@ -37,8 +37,9 @@ def _too_large() -> dict[str, Any]:
 
 def make_lambda_handler(app: FastAPI, *, function: str) -> LambdaHandler:
     logger = Logger(service=SERVICE, child=False)
+    # Powertools shares metric state between instances, so no per-function default
+    # dimension here: Lambda's own function name already tells the series apart.
     metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-    metrics.set_default_dimensions(function=function)
     tracer = Tracer(service=SERVICE)
     asgi = Mangum(app, lifespan="off")
 

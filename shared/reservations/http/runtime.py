@@ -17,6 +17,7 @@ from ..accounts import AccountPolicy
 from ..config import Settings, settings_from_environment
 from ..db import make_engine, session_scope
 from ..mail import LogMailer, Mailer, SesMailer
+from ..scheduling import BookingPolicy, DayStore, NoStore
 from ..security import PasswordHasher, SigningKeys, TokenCodec
 
 SECRET_CACHE_SECONDS = 300
@@ -82,6 +83,15 @@ class Runtime:
         return SesMailer(client, self.settings.email_sender)
 
     @cached_property
+    def day_store(self) -> DayStore:
+        """Where computed slot days are cached; nothing until the Redis cache is wired."""
+        return NoStore()
+
+    def invalidate_provider(self, provider_id: int) -> None:
+        """Called after a committed write that changes a provider's free slots."""
+        return None
+
+    @cached_property
     def account_policy(self) -> AccountPolicy:
         s = self.settings
         return AccountPolicy(
@@ -91,3 +101,12 @@ class Runtime:
             login_lockout=timedelta(minutes=s.login_lockout_minutes),
             reset_ttl=timedelta(minutes=s.password_reset_expire_minutes),
         )
+
+
+def booking_policy(settings: Settings) -> BookingPolicy:
+    return BookingPolicy(
+        min_notice=timedelta(hours=settings.min_booking_notice_hours),
+        horizon=timedelta(days=settings.max_booking_horizon_days),
+        hold_ttl=timedelta(minutes=settings.confirmation_grace_period_minutes),
+        max_active_holds=settings.max_active_holds,
+    )

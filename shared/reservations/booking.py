@@ -1,0 +1,274 @@
+"""Reserve, confirm and cancel. Double booking is impossible in Postgres itself: the
+exclusion constraints reject any overlapping active row; this module turns those
+rejections into the right answer and expires stale holds lazily, in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from .availability import SLOT_MINUTES, generate_slots, slot_on_grid
+from .db import Appointment, IdempotencyRecord, User, sqlstate
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
+from .scheduling import BookingPolicy, ProviderSchedule
+
+SLOT = timedelta(minutes=SLOT_MINUTES)
+IDEMPOTENCY_TTL = timedelta(hours=24)
+STATUSES = ("reserved", "confirmed", "cancelled", "expired")
+PROVIDER_OVERLAP = "appointments_provider_no_overlap"
+PATIENT_OVERLAP = "appointments_patient_no_overlap"
+
+
+def constraint_name(error: DBAPIError) -> str | None:
+    details = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return str(details.get("n")) if isinstance(details, dict) and details.get("n") else None
+
+
+def effective_status(appointment: Appointment, now: datetime) -> str:
+    """A hold past its deadline is expired even before anything marks it so."""
+    if appointment.status == "reserved" and appointment.expires_at is not None and appointment.expires_at <= now:
+        return "expired"
+    return appointment.status
+
+
+@dataclass(frozen=True)
+class Changed:
+    """What a write changed, so the caller can invalidate cached days after commit."""
+
+    provider_id: int
+    start_time: datetime
+
+
+class BookingService:
+    def __init__(self, session: Session, *, policy: BookingPolicy, now: datetime) -> None:
+        self.session = session
+        self.policy = policy
+        self.now = now
+        self.changed: list[Changed] = []
+
+    # --- reserve -------------------------------------------------------------------
+
+    def reserve(self, patient: User, provider_id: int, start_time: datetime) -> Appointment:
+        if patient.role != "patient":
+            raise Forbidden("only patients can reserve", code="wrong_role")
+        start = start_time if start_time.tzinfo else start_time.replace(tzinfo=UTC)
+        start = start.astimezone(UTC)
+        if not slot_on_grid(start):
+            raise Unprocessable("start_time must be on the 15-minute grid (:00, :15, :30, :45)", code="off_grid")
+        schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
+        provider = schedule.provider(provider_id)
+        if start < self.now + self.policy.min_notice:
+            hours = self.policy.min_notice.total_seconds() / 3600
+            raise InvalidRequest(f"reservations need at least {hours:g} hours of notice", code="too_soon")
+        if start > self.now + self.policy.horizon:
+            raise InvalidRequest(
+                f"reservations can be made at most {self.policy.horizon.days} days ahead", code="too_far"
+            )
+        zone = ZoneInfo(provider.timezone)
+        local_day = start.astimezone(zone).date()
+        availability = schedule.load_availability(provider_id, local_day, local_day)
+        if start not in {slot for slot, _ in generate_slots(availability, zone, local_day, local_day)}:
+            raise Conflict("the provider does not offer this slot", code="slot_unavailable")
+        end = start + SLOT
+        # One patient's reservations run one at a time, so the hold limit cannot be raced past.
+        self.session.execute(select(User.id).where(User.id == patient.id).with_for_update())
+        active_holds = self.session.scalar(
+            select(func.count()).where(
+                Appointment.patient_id == patient.id,
+                Appointment.status == "reserved",
+                Appointment.expires_at > self.now,
+            )
+        )
+        if (active_holds or 0) >= self.policy.max_active_holds:
+            raise Conflict(
+                f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
+                code="too_many_holds",
+            )
+        # Lazy expiry: stale holds on this provider's or this patient's range stop counting
+        # now, in this transaction, so correctness never waits for the sweeper.
+        self.session.execute(
+            update(Appointment)
+            .where(
+                or_(Appointment.provider_id == provider_id, Appointment.patient_id == patient.id),
+                Appointment.status == "reserved",
+                Appointment.expires_at <= self.now,
+                Appointment.start_time < end,
+                Appointment.end_time > start,
+            )
+            .values(status="expired", updated_at=self.now)
+        )
+        appointment = Appointment(
+            provider_id=provider_id, patient_id=patient.id, start_time=start, end_time=end, status="reserved",
+            expires_at=self.now + self.policy.hold_ttl, created_at=self.now, updated_at=self.now,
+        )
+        savepoint = self.session.begin_nested()
+        self.session.add(appointment)
+        try:
+            savepoint.commit()
+        except DBAPIError as error:  # pg8000 reports 23P01 as a ProgrammingError
+            savepoint.rollback()
+            if sqlstate(error) == "23P01" and constraint_name(error) == PATIENT_OVERLAP:
+                raise Conflict(
+                    "you already have an appointment at this time", code="overlapping_appointment"
+                ) from None
+            if sqlstate(error) == "23P01":
+                raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
+            raise
+        self.changed.append(Changed(provider_id, start))
+        return appointment
+
+    # --- confirm / cancel ----------------------------------------------------------
+
+    def confirm(self, patient: User, appointment_id: int) -> Appointment:
+        if patient.role != "patient":
+            raise Forbidden("only patients can confirm", code="wrong_role")
+        # The same row lock as the expirer's: confirm and expiry can never both win.
+        confirmed = self.session.scalars(
+            update(Appointment)
+            .where(
+                Appointment.id == appointment_id,
+                Appointment.patient_id == patient.id,
+                Appointment.status == "reserved",
+                Appointment.expires_at > self.now,
+            )
+            .values(status="confirmed", expires_at=None, updated_at=self.now)
+            .returning(Appointment)
+        ).first()
+        if confirmed is not None:
+            self.changed.append(Changed(confirmed.provider_id, confirmed.start_time))
+            return confirmed
+        existing = self._own(appointment_id, patient_id=patient.id)
+        status = effective_status(existing, self.now)
+        if status == "confirmed":
+            return existing
+        if status == "cancelled":
+            raise Conflict("this appointment was cancelled", code="appointment_cancelled")
+        raise Conflict("the reservation expired before it was confirmed", code="reservation_expired")
+
+    def cancel(self, actor: User, appointment_id: int) -> Appointment:
+        party = or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id)
+        cancelled = self.session.scalars(
+            update(Appointment)
+            .where(
+                Appointment.id == appointment_id,
+                party,
+                or_(
+                    Appointment.status == "confirmed",
+                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+                ),
+            )
+            .values(status="cancelled", expires_at=None, updated_at=self.now)
+            .returning(Appointment)
+        ).first()
+        if cancelled is not None:
+            self.changed.append(Changed(cancelled.provider_id, cancelled.start_time))
+            return cancelled
+        existing = self.session.scalars(select(Appointment).where(Appointment.id == appointment_id, party)).first()
+        if existing is None:
+            raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
+        if existing.status == "cancelled":
+            return existing
+        raise Conflict("the reservation already expired", code="reservation_expired")
+
+    def _own(self, appointment_id: int, *, patient_id: int) -> Appointment:
+        found = self.session.scalars(
+            select(Appointment).where(Appointment.id == appointment_id, Appointment.patient_id == patient_id)
+        ).first()
+        if found is None:
+            raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
+        return found
+
+    # --- reading -------------------------------------------------------------------
+
+    def get(self, actor: User, appointment_id: int) -> Appointment:
+        found = self.session.scalars(
+            select(Appointment).where(
+                Appointment.id == appointment_id,
+                or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id),
+            )
+        ).first()
+        if found is None:
+            raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
+        return found
+
+    def list_own(
+        self, actor: User, *, status: str | None, first: date | None, last: date | None, limit: int, offset: int
+    ) -> Sequence[Appointment]:
+        if actor.role not in ("patient", "provider"):
+            raise Forbidden("only patients and providers have appointments", code="wrong_role")
+        owner = Appointment.patient_id if actor.role == "patient" else Appointment.provider_id
+        query = select(Appointment).where(owner == actor.id)
+        if first and last and last < first:
+            raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
+        if first:
+            query = query.where(Appointment.start_time >= datetime.combine(first, time.min, UTC))
+        if last:
+            query = query.where(Appointment.start_time < datetime.combine(last + timedelta(days=1), time.min, UTC))
+        live_hold = and_(Appointment.status == "reserved", Appointment.expires_at > self.now)
+        stale_hold = and_(Appointment.status == "reserved", Appointment.expires_at <= self.now)
+        if status == "reserved":
+            query = query.where(live_hold)
+        elif status == "expired":
+            query = query.where(or_(Appointment.status == "expired", stale_hold))
+        elif status is not None:
+            query = query.where(Appointment.status == status)
+        return self.session.scalars(query.order_by(Appointment.start_time, Appointment.id).limit(limit).offset(offset)).all()
+
+
+# --- idempotency -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_fingerprint(operation: str, payload: Any) -> str:
+    canonical = json.dumps({"operation": operation, "payload": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    """Replays of a keyed request return the first successful response, reserving nothing
+    more. Failed requests are not stored: retrying one runs it again."""
+
+    def __init__(self, session: Session, *, now: datetime) -> None:
+        self.session = session
+        self.now = now
+
+    def begin(self, user_id: int, key: str, operation: str, fingerprint: str) -> StoredResponse | None:
+        # Concurrent requests with one key wait for each other, so only one executes.
+        self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"idem:{user_id}:{key}"}
+        )
+        record = self.session.get(IdempotencyRecord, (user_id, key))
+        if record is None or record.created_at <= self.now - IDEMPOTENCY_TTL:
+            return None
+        if record.operation != operation or record.request_hash != fingerprint:
+            raise Unprocessable(
+                "this Idempotency-Key was already used with a different request", code="idempotency_key_reused"
+            )
+        return StoredResponse(record.status_code, record.response)
+
+    def save(self, user_id: int, key: str, operation: str, fingerprint: str, response: StoredResponse) -> None:
+        values = {
+            "user_id": user_id, "key": key, "operation": operation, "request_hash": fingerprint,
+            "status_code": response.status_code, "response": response.body, "created_at": self.now,
+        }
+        statement = pg_insert(IdempotencyRecord).values(**values)
+        self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["user_id", "key"], set_={k: v for k, v in values.items() if k not in ("user_id", "key")}
+            )
+        )

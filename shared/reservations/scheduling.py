@@ -1,0 +1,344 @@
+"""Providers' availability and the free-slot view: storing rules, listing what a patient
+could reserve now, and the provider's booked appointments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from .availability import (
+    SLOT_MINUTES,
+    Availability,
+    WeeklyPeriod,
+    WeeklyWindow,
+    Window,
+    generate_slots,
+    merge,
+)
+from .db import Appointment, AvailabilityDay, AvailabilityPeriod, User
+from .errors import Forbidden, NotFound, Unprocessable
+
+ACTIVE_STATUSES = ("reserved", "confirmed")
+MAX_LISTING_DAYS = 31
+DAY_CODES = ("M", "T", "W", "Th", "F", "Sa", "Su")
+
+Slot = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class BookingPolicy:
+    min_notice: timedelta
+    horizon: timedelta
+    hold_ttl: timedelta
+    max_active_holds: int
+
+
+@dataclass(frozen=True)
+class DaySlots:
+    """One provider-local day: every offered slot start, and the starts that are taken
+    with the instant each taking ends (None for confirmed bookings). Free-ness at a given
+    instant is derived on read, so a cached day stays true while holds expire."""
+
+    day: date
+    starts: tuple[datetime, ...]
+    taken_until: dict[datetime, datetime | None]
+
+    def free_starts(self, now: datetime) -> list[datetime]:
+        free = []
+        for start in self.starts:
+            if start in self.taken_until:
+                until = self.taken_until[start]
+                if until is None or until > now:
+                    continue
+            free.append(start)
+        return free
+
+
+class DayStore(Protocol):
+    """A read-through store of computed days (the Redis cache, or nothing)."""
+
+    def get_days(self, provider_id: int, days: Sequence[date]) -> dict[date, DaySlots]: ...
+
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], *, version: Any) -> None: ...
+
+    def version(self, provider_id: int) -> Any: ...
+
+
+class NoStore:
+    def get_days(self, provider_id: int, days: Sequence[date]) -> dict[date, DaySlots]:
+        return {}
+
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], *, version: Any) -> None:
+        return None
+
+    def version(self, provider_id: int) -> Any:
+        return None
+
+
+@dataclass(frozen=True)
+class PostedAvailability:
+    availability: Availability
+    touched: frozenset[date]
+    timezone: str | None
+
+
+@dataclass(frozen=True)
+class PostResult:
+    slots: int
+    conflicts: list[Appointment]
+    touched: frozenset[date]
+
+
+@dataclass(frozen=True)
+class SlotListing:
+    provider_id: int
+    slots: list[Slot]
+    days_from_store: int
+    days_total: int
+
+
+def local_day_range(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def format_days(weekdays: Iterable[int]) -> str:
+    ordered = sorted(set(weekdays))
+    runs: list[list[int]] = []
+    for day in ordered:
+        if runs and runs[-1][-1] == day - 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    parts = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{DAY_CODES[run[0]]}-{DAY_CODES[run[-1]]}")
+        else:
+            parts.extend(DAY_CODES[d] for d in run)
+    return ",".join(parts)
+
+
+def format_time(value: time | None) -> str:
+    return "24:00" if value is None else value.strftime("%H:%M")
+
+
+def _window_json(window: Window) -> dict[str, str]:
+    return {"start": format_time(window.start), "end": format_time(window.end)}
+
+
+def _window_from_json(data: dict[str, Any]) -> Window:
+    end = None if data["end"] == "24:00" else time.fromisoformat(data["end"])
+    return Window(time.fromisoformat(data["start"]), end)
+
+
+class ProviderSchedule:
+    """Availability rules and free slots of providers."""
+
+    def __init__(self, session: Session, *, policy: BookingPolicy, now: datetime, store: DayStore | None = None) -> None:
+        self.session = session
+        self.policy = policy
+        self.now = now
+        self.store: DayStore = store or NoStore()
+
+    # --- providers -----------------------------------------------------------------
+
+    def provider(self, provider_id: int, *, for_update: bool = False) -> User:
+        query = select(User).where(User.id == provider_id, User.role == "provider")
+        if for_update:
+            query = query.with_for_update()
+        user = self.session.scalars(query).first()
+        if user is None:
+            raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+        return user
+
+    def list_providers(self, *, limit: int, offset: int) -> Sequence[User]:
+        return self.session.scalars(
+            select(User).where(User.role == "provider").order_by(User.id).limit(limit).offset(offset)
+        ).all()
+
+    def require_owner_or_admin(self, actor: User, provider_id: int) -> User:
+        if actor.role not in ("provider", "admin"):
+            raise Forbidden("only the provider or an admin can do this", code="wrong_role")
+        provider = self.provider(provider_id)
+        if actor.role == "provider" and actor.id != provider_id:
+            raise Forbidden("providers can only manage their own schedule", code="not_your_schedule")
+        return provider
+
+    # --- availability rules --------------------------------------------------------
+
+    def load_availability(self, provider_id: int, first: date | None = None, last: date | None = None) -> Availability:
+        periods_query = select(AvailabilityPeriod).where(AvailabilityPeriod.provider_id == provider_id)
+        days_query = select(AvailabilityDay).where(AvailabilityDay.provider_id == provider_id)
+        if first is not None and last is not None:
+            periods_query = periods_query.where(
+                AvailabilityPeriod.start_date <= last, AvailabilityPeriod.end_date >= first
+            )
+            days_query = days_query.where(AvailabilityDay.day.between(first, last))
+        periods = [
+            WeeklyPeriod(
+                start_date=row.start_date,
+                end_date=row.end_date,
+                windows=tuple(
+                    WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in row.windows
+                ),
+            )
+            for row in self.session.scalars(periods_query.order_by(AvailabilityPeriod.start_date))
+        ]
+        exceptions: dict[date, tuple[Window, ...]] = {}
+        manual: dict[date, tuple[Window, ...]] = {}
+        for row in self.session.scalars(days_query):
+            target = exceptions if row.kind == "exception" else manual
+            target[row.day] = tuple(_window_from_json(item) for item in row.windows)
+        return Availability(tuple(periods), exceptions, manual)
+
+    def _store_availability(self, provider_id: int, availability: Availability) -> None:
+        # Rules, not slots: a year of weekly hours is one row, whatever the slot count.
+        self.session.execute(delete(AvailabilityPeriod).where(AvailabilityPeriod.provider_id == provider_id))
+        self.session.execute(delete(AvailabilityDay).where(AvailabilityDay.provider_id == provider_id))
+        self.session.add_all(
+            AvailabilityPeriod(
+                provider_id=provider_id,
+                start_date=period.start_date,
+                end_date=period.end_date,
+                windows=[
+                    {"days": sorted(weekly.weekdays), **_window_json(weekly.window)} for weekly in period.windows
+                ],
+            )
+            for period in availability.periods
+        )
+        for kind, days in (("exception", availability.exceptions), ("manual", availability.manual)):
+            self.session.add_all(
+                AvailabilityDay(provider_id=provider_id, day=day, kind=kind, windows=[_window_json(w) for w in windows])
+                for day, windows in days.items()
+            )
+        self.session.flush()
+
+    def post_availability(self, actor: User, provider_id: int, posted: PostedAvailability) -> PostResult:
+        if actor.role != "provider" or actor.id != provider_id:
+            if actor.role in ("provider", "admin"):
+                self.provider(provider_id)  # unknown id is 404 before the permission answer
+            raise Forbidden("only the provider can publish their own availability", code="not_your_schedule")
+        # The row lock serialises concurrent posts of one provider (read-merge-write).
+        provider = self.provider(provider_id, for_update=True)
+        if posted.timezone and posted.timezone != provider.timezone:
+            provider.timezone = posted.timezone
+        merged = merge(self.load_availability(provider_id), posted.availability, posted.touched)
+        self._store_availability(provider_id, merged)
+        if not posted.touched:
+            return PostResult(0, [], posted.touched)
+        zone = ZoneInfo(provider.timezone)
+        first, last = min(posted.touched), max(posted.touched)
+        offered: set[datetime] = set()
+        slot_count = 0
+        for day in sorted(posted.touched):
+            starts = [start for start, _ in generate_slots(merged, zone, day, day)]
+            offered.update(starts)
+            slot_count += sum(1 for start in starts if start > self.now)
+        conflicts = [
+            appointment
+            for appointment in self._active_appointments(provider_id, *self._utc_bounds(zone, first, last))
+            if _local_day(appointment.start_time, zone) in posted.touched
+            and appointment.start_time not in offered
+        ]
+        return PostResult(slot_count, conflicts, posted.touched)
+
+    # --- free slots ----------------------------------------------------------------
+
+    def _utc_bounds(self, zone: ZoneInfo, first: date, last: date) -> tuple[datetime, datetime]:
+        start = datetime.combine(first, time.min, zone) - timedelta(hours=1)
+        end = datetime.combine(last + timedelta(days=1), time.min, zone) + timedelta(hours=1)
+        return start, end
+
+    def _active_appointments(self, provider_id: int, start: datetime, end: datetime) -> Sequence[Appointment]:
+        return self.session.scalars(
+            select(Appointment)
+            .where(
+                Appointment.provider_id == provider_id,
+                Appointment.start_time < end,
+                Appointment.end_time > start,
+                or_(
+                    Appointment.status == "confirmed",
+                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+                ),
+            )
+            .order_by(Appointment.start_time)
+        ).all()
+
+    def compute_days(self, provider: User, days: Sequence[date]) -> list[DaySlots]:
+        """Offered and taken slots of each day, from Postgres (the source of truth)."""
+        if not days:
+            return []
+        zone = ZoneInfo(provider.timezone)
+        first, last = min(days), max(days)
+        availability = self.load_availability(provider.id, first, last)
+        by_day: dict[date, list[datetime]] = {day: [] for day in days}
+        for start, _ in generate_slots(availability, zone, first, last):
+            local = _local_day(start, zone)
+            if local in by_day:
+                by_day[local].append(start)
+        taken: dict[date, dict[datetime, datetime | None]] = {day: {} for day in days}
+        for appointment in self._active_appointments(provider.id, *self._utc_bounds(zone, first, last)):
+            local = _local_day(appointment.start_time, zone)
+            if local in taken:
+                until = None if appointment.status == "confirmed" else appointment.expires_at
+                taken[local][appointment.start_time] = until
+        return [DaySlots(day, tuple(by_day[day]), taken[day]) for day in days]
+
+    def free_slots(self, provider_id: int, first: date | None, last: date | None) -> SlotListing:
+        provider = self.provider(provider_id)
+        zone = ZoneInfo(provider.timezone)
+        today = self.now.astimezone(zone).date()
+        first = first or today
+        last = last or (first + timedelta(days=6))
+        if last < first:
+            raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
+        if (last - first).days + 1 > MAX_LISTING_DAYS:
+            raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
+        days = local_day_range(first, last)
+        # Read the version before computing so a write committed meanwhile makes our put stale.
+        version = self.store.version(provider_id)
+        cached = self.store.get_days(provider_id, days)
+        missing = [day for day in days if day not in cached]
+        computed = self.compute_days(provider, missing)
+        if computed:
+            self.store.put_days(provider_id, computed, version=version)
+        all_days = {**cached, **{d.day: d for d in computed}}
+        earliest = self.now + self.policy.min_notice
+        latest = self.now + self.policy.horizon
+        step = timedelta(minutes=SLOT_MINUTES)
+        slots = [
+            (start, start + step)
+            for day in days
+            for start in all_days[day].free_starts(self.now)
+            if earliest <= start <= latest
+        ]
+        return SlotListing(provider_id, slots, days_from_store=len(cached), days_total=len(days))
+
+    def booked_appointments(
+        self, actor: User, provider_id: int, first: date | None, last: date | None
+    ) -> list[tuple[Appointment, str]]:
+        provider = self.require_owner_or_admin(actor, provider_id)
+        zone = ZoneInfo(provider.timezone)
+        today = self.now.astimezone(zone).date()
+        first = first or today
+        last = last or (first + timedelta(days=6))
+        if last < first:
+            raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
+        if (last - first).days + 1 > MAX_LISTING_DAYS:
+            raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
+        start = datetime.combine(first, time.min, zone)
+        end = datetime.combine(last + timedelta(days=1), time.min, zone)
+        appointments = self._active_appointments(provider_id, start, end)
+        rows = self.session.execute(select(User.id, User.name).where(User.id.in_({a.patient_id for a in appointments})))
+        names = {user_id: name for user_id, name in rows}
+        return [(a, names.get(a.patient_id, "")) for a in appointments if start <= a.start_time < end]
+
+
+def _local_day(instant: datetime, zone: ZoneInfo) -> date:
+    return instant.astimezone(zone).date()
