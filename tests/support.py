@@ -95,6 +95,12 @@ class FunctionClient:
         self.module = module
         self.handler = module.handler
 
+    def close(self) -> None:
+        """Release the container's pool, as a recycled Lambda container would."""
+        runtime = self.module.app.state.runtime
+        if "engine" in runtime.__dict__:
+            runtime.engine.dispose()
+
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
         result = self.handler(http_event(method, path, **kwargs), LambdaContext())
         text = result.get("body") or ""

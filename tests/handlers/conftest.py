@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -9,8 +9,10 @@ from tests.support import FunctionClient, load_function
 
 
 @pytest.fixture(scope="module")
-def auth(database_url: str) -> FunctionClient:
-    return FunctionClient(load_function("auth"))
+def auth(database_url: str) -> Iterator[FunctionClient]:
+    client = FunctionClient(load_function("auth"))
+    yield client
+    client.close()
 
 
 @pytest.fixture

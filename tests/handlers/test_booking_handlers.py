@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -37,8 +38,11 @@ class World:
 
 
 @pytest.fixture
-def world(database_url: str) -> World:
-    return World(Clock(datetime(2027, 1, 4, 12, 0, tzinfo=UTC)))
+def world(database_url: str) -> Iterator[World]:
+    created = World(Clock(datetime(2027, 1, 4, 12, 0, tzinfo=UTC)))
+    yield created
+    for client in (created.auth, created.providers, created.appointments):
+        client.close()
 
 
 NOW = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)  # a Monday

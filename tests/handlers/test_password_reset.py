@@ -24,7 +24,9 @@ def ses_auth(database_url: str) -> Iterator[FunctionClient]:
         boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=SENDER)
         os.environ["EMAIL_SENDER"] = SENDER
         try:
-            yield FunctionClient(load_function("auth"))
+            client = FunctionClient(load_function("auth"))
+            yield client
+            client.close()
         finally:
             del os.environ["EMAIL_SENDER"]
 
