@@ -3,8 +3,10 @@ Gateway correlation id, metrics with cold-start capture, tracer)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,8 @@ SERVICE = "reservations"
 METRICS_NAMESPACE = "Reservations"
 MAX_BODY_BYTES = 64 * 1024
 
+_thread_state = threading.local()
+
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -25,6 +29,14 @@ def _body_size(event: dict[str, Any]) -> int:
     if event.get("isBase64Encoded"):
         return len(body) * 3 // 4
     return len(body.encode())
+
+
+def _ensure_event_loop() -> None:
+    """Mangum runs the app on the current thread's event loop; Lambda calls handlers on
+    the main thread, but the local gateway and concurrency tests call from workers."""
+    if getattr(_thread_state, "loop", None) is None:
+        _thread_state.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_thread_state.loop)
 
 
 def _too_large() -> dict[str, Any]:
@@ -50,6 +62,7 @@ def make_lambda_handler(app: FastAPI, *, function: str) -> LambdaHandler:
         # Refuse oversized bodies before parsing: JSON bombs never reach the app.
         if _body_size(event) > MAX_BODY_BYTES:
             return _too_large()
+        _ensure_event_loop()
         response: dict[str, Any] = asgi(event, context)
         return response
 

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import ASGIApp
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reservations.local.gateway")  # same name when run as __main__
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTI
 NOT_FOUND_BODY = {"message": "Not Found"}
 INTERNAL_ERROR_BODY = {"message": "Internal Server Error"}
 TOO_LARGE_BODY = {"message": "Request Entity Too Large"}
+UNAVAILABLE_BODY = {"message": "Service Unavailable"}
 # HTTP APIs answer 500 when the function raises, times out or returns a malformed
 # response (REST APIs answer 502 in the same cases; the access log of an HTTP API shows
 # status 500 with integrationStatus 200).
@@ -942,6 +943,15 @@ def create_app(
         try:
             result = await workers.run(lambda: invoke(route, event))
             response = to_http_response(result)
+        except asyncio.CancelledError:
+            # uvicorn cancels requests still running when its graceful shutdown times
+            # out. The handler's daemon thread is left behind; answering (instead of
+            # re-raising) spares the user a traceback for what is an ordinary Ctrl-C.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            logger.warning("%s (%s) was still running at shutdown; abandoned", route.function_name, route.route_key)
+            response = JSONResponse(UNAVAILABLE_BODY, status_code=503)
         except Exception as exc:  # whatever went wrong, API Gateway's answer is a bare 500
             logger.error("%s (%s) failed, requestId %s", route.function_name, route.route_key, request_id, exc_info=exc)
             response = JSONResponse(INTERNAL_ERROR_BODY, status_code=INTEGRATION_ERROR_STATUS)
