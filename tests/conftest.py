@@ -24,6 +24,8 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     JWT_SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
+    # A Redis database of the suite's own, so tests never touch a developer's cache.
+    REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
 )
 os.environ.pop("JWT_SECRET_ARN", None)
 os.environ.pop("EMAIL_SENDER", None)

@@ -25,7 +25,7 @@ def run_write(
     *, operation: str, payload: dict[str, Any], success_status: int, key: str | None, user: User,
     session: Session, runtime: Any, now: dt.datetime, action: Callable[[], Appointment],
 ) -> JSONResponse:
-    """Execute a write once per Idempotency-Key, commit, then invalidate cached slots."""
+    """Execute a write once per Idempotency-Key and commit before answering."""
     store = IdempotencyStore(session, now=now)
     fingerprint = request_fingerprint(operation, payload)
     if key is not None and (replay := store.begin(user.id, key, operation, fingerprint)) is not None:
@@ -35,7 +35,6 @@ def run_write(
     if key is not None:
         store.save(user.id, key, operation, fingerprint, StoredResponse(success_status, body))
     session.commit()
-    runtime.invalidate_provider(appointment.provider_id)
     return JSONResponse(body, status_code=success_status)
 
 

@@ -47,11 +47,10 @@ def list_providers(
 @app.post("/providers/{provider_id}/availability", response_model=AvailabilityPosted)
 def post_availability(
     provider_id: ProviderId, body: AvailabilityIn, user: CurrentUser, schedule: ScheduleDep,
-    session: SessionDep, runtime: RuntimeDep,
+    session: SessionDep,
 ) -> AvailabilityPosted:
     result = schedule.post_availability(user, provider_id, body.to_domain())
     session.commit()
-    runtime.invalidate_provider(provider_id)
     return AvailabilityPosted(
         message=f"availability updated for {len(result.touched)} date(s)",
         slots=result.slots,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .availability import SLOT_MINUTES, generate_slots, slot_on_grid
 from .db import Appointment, IdempotencyRecord, User, sqlstate
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from .scheduling import BookingPolicy, ProviderSchedule
+from .scheduling import BookingPolicy, ProviderSchedule, bump_slots_version
 
 SLOT = timedelta(minutes=SLOT_MINUTES)
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -41,20 +41,11 @@ def effective_status(appointment: Appointment, now: datetime) -> str:
     return appointment.status
 
 
-@dataclass(frozen=True)
-class Changed:
-    """What a write changed, so the caller can invalidate cached days after commit."""
-
-    provider_id: int
-    start_time: datetime
-
-
 class BookingService:
     def __init__(self, session: Session, *, policy: BookingPolicy, now: datetime) -> None:
         self.session = session
         self.policy = policy
         self.now = now
-        self.changed: list[Changed] = []
 
     # --- reserve -------------------------------------------------------------------
 
@@ -124,7 +115,7 @@ class BookingService:
             if sqlstate(error) == "23P01":
                 raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
             raise
-        self.changed.append(Changed(provider_id, start))
+        bump_slots_version(self.session, provider_id)
         return appointment
 
     # --- confirm / cancel ----------------------------------------------------------
@@ -145,7 +136,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if confirmed is not None:
-            self.changed.append(Changed(confirmed.provider_id, confirmed.start_time))
+            bump_slots_version(self.session, confirmed.provider_id)
             return confirmed
         existing = self._own(appointment_id, patient_id=patient.id)
         status = effective_status(existing, self.now)
@@ -171,7 +162,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if cancelled is not None:
-            self.changed.append(Changed(cancelled.provider_id, cancelled.start_time))
+            bump_slots_version(self.session, cancelled.provider_id)
             return cancelled
         existing = self.session.scalars(select(Appointment).where(Appointment.id == appointment_id, party)).first()
         if existing is None:

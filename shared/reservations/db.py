@@ -89,6 +89,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
     timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    slots_version: Mapped[int] = mapped_column(BigInteger, server_default=text("(floor(random() * 1e15))::bigint"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from .availability import (
@@ -61,24 +61,29 @@ class DaySlots:
 
 
 class DayStore(Protocol):
-    """A read-through store of computed days (the Redis cache, or nothing)."""
+    """A read-through store of computed days (the Redis cache, or nothing). Values are
+    tagged with the provider's `slots_version`; a different version is a miss."""
 
-    def get_days(self, provider_id: int, days: Sequence[date]) -> dict[date, DaySlots]: ...
+    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]: ...
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], *, version: Any) -> None: ...
-
-    def version(self, provider_id: int) -> Any: ...
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None: ...
 
 
 class NoStore:
-    def get_days(self, provider_id: int, days: Sequence[date]) -> dict[date, DaySlots]:
+    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]:
         return {}
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], *, version: Any) -> None:
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None:
         return None
 
-    def version(self, provider_id: int) -> Any:
-        return None
+
+def bump_slots_version(session: Session, provider_id: int) -> None:
+    """Make every cached day of this provider stale, atomically with the caller's write.
+    Callers run it as their transaction's last statement, so the provider row lock is
+    always taken after appointment row locks (no lock-order cycles)."""
+    session.execute(
+        update(User).where(User.id == provider_id).values(slots_version=User.slots_version + 1)
+    )
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,7 @@ class ProviderSchedule:
             provider.timezone = posted.timezone
         merged = merge(self.load_availability(provider_id), posted.availability, posted.touched)
         self._store_availability(provider_id, merged)
+        provider.slots_version += 1
         if not posted.touched:
             return PostResult(0, [], posted.touched)
         zone = ZoneInfo(provider.timezone)
@@ -301,13 +307,14 @@ class ProviderSchedule:
         if (last - first).days + 1 > MAX_LISTING_DAYS:
             raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
         days = local_day_range(first, last)
-        # Read the version before computing so a write committed meanwhile makes our put stale.
-        version = self.store.version(provider_id)
-        cached = self.store.get_days(provider_id, days)
+        # The version was read in this transaction's snapshot, like the data computed below,
+        # so what we store is tagged with exactly the state it was computed from.
+        version = provider.slots_version
+        cached = self.store.get_days(provider_id, days, version)
         missing = [day for day in days if day not in cached]
         computed = self.compute_days(provider, missing)
         if computed:
-            self.store.put_days(provider_id, computed, version=version)
+            self.store.put_days(provider_id, computed, version)
         all_days = {**cached, **{d.day: d for d in computed}}
         earliest = self.now + self.policy.min_notice
         latest = self.now + self.policy.horizon

@@ -767,3 +767,18 @@ def test_workers_are_daemon_threads_with_their_own_event_loop() -> None:
     assert len({ident for *_, ident in results}) == 5
     with pytest.raises(RuntimeError):
         workers.submit(probe)
+
+
+def test_named_stage_serves_under_its_prefix_and_passes_it_on_in_raw_path() -> None:
+    with InProcessClient(create_app(TEMPLATE, stage="dev")) as staged:
+        inside = staged.get("/dev/echo/x")
+        outside = staged.get("/echo/x")
+
+    event = inside.json()["event"]
+    assert (event["routeKey"], event["rawPath"], event["requestContext"]["stage"]) == (
+        "GET /echo/{name}",
+        "/dev/echo/x",  # what a Mangum app sees on AWS behind a named stage
+        "dev",
+    )
+    assert event["requestContext"]["http"]["path"] == "/dev/echo/x"
+    assert (outside.status_code, outside.json()) == (404, {"message": "Not Found"})

@@ -3,6 +3,7 @@ cold start pays only for what the request needs."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,12 +85,14 @@ class Runtime:
 
     @cached_property
     def day_store(self) -> DayStore:
-        """Where computed slot days are cached; nothing until the Redis cache is wired."""
-        return NoStore()
+        """The Redis slot cache, or nothing when REDIS_URL is empty."""
+        if not self.settings.cache_enabled:
+            return NoStore()
+        from ..slot_cache import SlotCache
 
-    def invalidate_provider(self, provider_id: int) -> None:
-        """Called after a committed write that changes a provider's free slots."""
-        return None
+        return SlotCache.from_url(
+            self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=_redis_outage
+        )
 
     @cached_property
     def account_policy(self) -> AccountPolicy:
@@ -110,3 +113,17 @@ def booking_policy(settings: Settings) -> BookingPolicy:
         hold_ttl=timedelta(minutes=settings.confirmation_grace_period_minutes),
         max_active_holds=settings.max_active_holds,
     )
+
+
+def _redis_outage(error: BaseException) -> None:
+    """Once per circuit period: one warning and one metric, not one per request."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from ..slot_cache import CIRCUIT_SECONDS
+
+    logging.getLogger("reservations.cache").warning(
+        "Redis unavailable (%s: %s); serving from Postgres, next attempt in %.0f s",
+        type(error).__name__, error, CIRCUIT_SECONDS,
+    )
+    Metrics().add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)

@@ -453,6 +453,7 @@ def build_event(
     server_port: int | None = None,
     request_id: str | None = None,
     now: datetime | None = None,
+    stage: str = "$default",
 ) -> dict[str, Any]:
     """The API Gateway HTTP API payload format 2.0 event for one request.
 
@@ -462,6 +463,8 @@ def build_event(
     parameters are URL-decoded (``rawQueryString`` is not); optional keys
     (``cookies``, ``queryStringParameters``, ``pathParameters``, ``body``) are left out
     when empty; a body is base64-encoded unless it is UTF-8 text of a text media type.
+    With a named ``stage``, ``path`` must include its ``/<stage>`` prefix: API Gateway
+    passes it on in ``rawPath``.
     """
     moment = now or datetime.now(UTC)
     method = method.upper()
@@ -514,7 +517,7 @@ def build_event(
         },
         "requestId": request_id or str(uuid.uuid4()),
         "routeKey": route_key,
-        "stage": "$default",
+        "stage": stage,
         "time": _format_request_time(moment),
         "timeEpoch": int(moment.timestamp() * 1000),
     }
@@ -602,7 +605,9 @@ class LambdaContext:
 
 LambdaHandler = Callable[[Any, Any], Any]
 
-_handlers: dict[str, LambdaHandler] = {}
+# Keyed by more than the logical id: two templates (a test fixture and the real one) may
+# both have an "EchoFunction" with different code.
+_handlers: dict[tuple[str, Path, str], LambdaHandler] = {}
 _handlers_lock = threading.Lock()
 _PACKAGE_ROOT = "lambda_functions"
 
@@ -624,11 +629,12 @@ def load_handler(function: FunctionSpec) -> LambdaHandler:
     so two functions' ``handler.py`` never collide in ``sys.modules``. Nothing is added
     to ``sys.path``: shared code comes from the ``reservations`` package, as in the layer.
     """
-    cached = _handlers.get(function.function_name)
+    key = (function.function_name, function.code_uri, function.handler)
+    cached = _handlers.get(key)
     if cached is not None:
         return cached
     with _handlers_lock:
-        cached = _handlers.get(function.function_name)
+        cached = _handlers.get(key)
         if cached is not None:
             return cached
         # Lambda accepts both "pkg.module.fn" and "pkg/module.fn".
@@ -658,7 +664,7 @@ def load_handler(function: FunctionSpec) -> LambdaHandler:
         handler: LambdaHandler | None = getattr(module, attribute, None)
         if not callable(handler):
             raise ImportError(f"{function.function_name}: {source} has no callable {attribute!r}")
-        _handlers[function.function_name] = handler
+        _handlers[key] = handler
         return handler
 
 
@@ -869,6 +875,16 @@ class _PayloadTooLarge(Exception):
     pass
 
 
+def _strip_stage(path: str, stage: str) -> str | None:
+    """The path routes are matched against, or None outside the named stage."""
+    if stage == "$default":
+        return path
+    prefix = f"/{stage}"
+    if path == prefix or path.startswith(f"{prefix}/"):
+        return path[len(prefix) :] or "/"
+    return None  # API Gateway has no stage to send it to
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -899,6 +915,7 @@ def create_app(
     background_tasks: Sequence[BackgroundTask] | None = None,
     max_workers: int = 40,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    stage: str = "$default",
 ) -> Starlette:
     """The gateway as an ASGI app serving every HttpApi route of ``template_path``.
 
@@ -906,6 +923,10 @@ def create_app(
     the embedded Postgres, run migrations). ``background_tasks`` run periodically in
     the worker pool until shutdown (e.g. ``scheduled_tasks(template_path)``).
     ``app.state.routes`` is the route list and ``app.state.route_table`` the matcher.
+
+    ``stage`` other than ``$default`` serves the API under ``/<stage>/`` the way a named
+    HttpApi stage does on AWS, where the prefix also reaches the function in ``rawPath``
+    (a Mangum app then needs ``api_gateway_base_path``).
     """
     routes = load_routes(Path(template_path))
     table = RouteTable(routes)
@@ -915,7 +936,8 @@ def create_app(
         scope = request.scope
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
-        match = table.match(request.method, path)
+        route_path = _strip_stage(path, stage)
+        match = table.match(request.method, route_path) if route_path is not None else None
         if match is None:
             return JSONResponse(NOT_FOUND_BODY, status_code=404)
         try:
@@ -938,6 +960,7 @@ def create_app(
             scheme=scope.get("scheme", "http"),
             server_port=server[1] if server else None,
             request_id=request_id,
+            stage=stage,
         )
         route = match.route
         try:
@@ -1042,12 +1065,14 @@ def serve(
     on_startup: Sequence[Callable[[], None]] | None = None,
     background_tasks: Sequence[BackgroundTask] | None = None,
     log_level: str = "info",
+    stage: str = "$default",
 ) -> None:
     """Serve the template's API until Ctrl-C (the ``sam local start-api`` of this project)."""
     import uvicorn  # dev-only dependency, absent from the Lambda layer
 
-    app = create_app(Path(template_path), on_startup=on_startup, background_tasks=background_tasks)
-    print(f"Routes from {template_path}:\n{format_routes(app.state.routes)}", flush=True)
+    app = create_app(Path(template_path), on_startup=on_startup, background_tasks=background_tasks, stage=stage)
+    where = "" if stage == "$default" else f" under /{stage}"
+    print(f"Routes from {template_path}{where}:\n{format_routes(app.state.routes)}", flush=True)
     for task in background_tasks or ():
         print(f"Background: {task.name} every {task.interval_seconds:g} s", flush=True)
     # uvicorn re-raises the SIGINT it handled once it has shut down cleanly; that is
@@ -1069,6 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="start an embedded Postgres in this folder when DATABASE_URL is unreachable",
     )
     parser.add_argument("--schedules", action="store_true", help="also run the template's rate() schedules")
+    parser.add_argument("--stage", default="$default", help="serve under /<stage>/ like a named HttpApi stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.pgdata is not None:
@@ -1081,6 +1107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.host,
         args.port,
         background_tasks=scheduled_tasks(args.template) if args.schedules else None,
+        stage=args.stage,
     )
 
 

@@ -14,7 +14,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gist")
     op.execute(
         """
         CREATE TABLE users (
@@ -26,6 +25,11 @@ def upgrade() -> None:
             password_hash text NOT NULL,
             token_version integer NOT NULL DEFAULT 0,
             timezone varchar(64) NOT NULL DEFAULT 'UTC',
+            -- Bumped in the same transaction as every change to a provider's free slots;
+            -- cached slot days carry the version they were computed at. It starts at a
+            -- random value so a recreated database never matches values cached for an
+            -- older one with the same provider ids.
+            slots_version bigint NOT NULL DEFAULT (floor(random() * 1e15))::bigint,
             created_at timestamptz NOT NULL DEFAULT now()
         );
         CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email));
@@ -92,12 +96,14 @@ def upgrade() -> None:
             CONSTRAINT appointments_time_check CHECK (end_time > start_time),
             CONSTRAINT appointments_hold_expiry_check CHECK (status <> 'reserved' OR expires_at IS NOT NULL),
             -- Double booking is impossible by construction: no two active rows may overlap
-            -- for one provider, nor for one patient (holds included).
+            -- for one provider, nor for one patient (holds included). The id is wrapped in a
+            -- one-point range so core GiST handles `=` without the btree_gist extension,
+            -- which embedded and some managed Postgres builds do not ship.
             CONSTRAINT appointments_provider_no_overlap EXCLUDE USING gist (
-                provider_id WITH =, tstzrange(start_time, end_time, '[)') WITH &&
+                int8range(provider_id, provider_id, '[]') WITH =, tstzrange(start_time, end_time, '[)') WITH &&
             ) WHERE (status IN ('reserved', 'confirmed')),
             CONSTRAINT appointments_patient_no_overlap EXCLUDE USING gist (
-                patient_id WITH =, tstzrange(start_time, end_time, '[)') WITH &&
+                int8range(patient_id, patient_id, '[]') WITH =, tstzrange(start_time, end_time, '[)') WITH &&
             ) WHERE (status IN ('reserved', 'confirmed'))
         );
         CREATE INDEX appointments_provider_start ON appointments (provider_id, start_time);

@@ -1,0 +1,193 @@
+"""Redis cache of computed slot days, which can be missing or late but never wrong.
+
+Each value is one provider-local day under `provider:{id}:timeslots:{YYYY-MM-DD}`,
+tagged with the provider's `slots_version`. That version lives in Postgres and is
+bumped in the same transaction as every write that changes free slots, so a value
+computed from older data (including the slow-reader race: compute, invalidate, then
+write back) carries an older tag and reads as a miss. No invalidation message has to
+reach Redis for the cache to be right, which is why a Redis outage during a write
+cannot leave a stale value behind.
+
+Redis failures never fail a request: timeouts are short, there are no retries, and
+after a failure Redis is skipped for `circuit_seconds` (a circuit breaker), logged
+once per period and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .scheduling import DaySlots
+
+logger = logging.getLogger(__name__)
+
+KEY_PATTERN = "provider:*:timeslots:*"
+CONNECT_TIMEOUT_SECONDS = 0.1
+READ_TIMEOUT_SECONDS = 0.2
+CIRCUIT_SECONDS = 30.0
+
+
+def day_key(provider_id: int, day: date) -> str:
+    return f"provider:{provider_id}:timeslots:{day.isoformat()}"
+
+
+def parse_key(key: str) -> tuple[int, date] | None:
+    parts = key.split(":")
+    if len(parts) != 4 or parts[0] != "provider" or parts[2] != "timeslots":
+        return None
+    try:
+        return int(parts[1]), date.fromisoformat(parts[3])
+    except ValueError:
+        return None
+
+
+def encode_day(day: DaySlots, version: int) -> str:
+    return json.dumps(
+        {
+            "version": version,
+            "starts": [int(start.timestamp()) for start in day.starts],
+            "taken": {
+                str(int(start.timestamp())): (int(until.timestamp()) if until else None)
+                for start, until in sorted(day.taken_until.items())
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
+    """Raises ValueError (or KeyError/TypeError) on anything malformed."""
+    document = json.loads(raw)
+    starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
+    taken = {
+        datetime.fromtimestamp(int(start), UTC): (datetime.fromtimestamp(int(until), UTC) if until is not None else None)
+        for start, until in document["taken"].items()
+    }
+    return int(document["version"]), DaySlots(day, starts, taken)
+
+
+class CircuitBreaker:
+    """Skip a failing dependency for a while instead of paying its timeout per request."""
+
+    def __init__(self, *, open_seconds: float, on_open: Callable[[BaseException], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.open_seconds = open_seconds
+        self.on_open = on_open
+        self.clock = clock
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self.clock() < self._open_until
+
+    def record_failure(self, error: BaseException) -> None:
+        with self._lock:
+            already_open = self.is_open
+            self._open_until = self.clock() + self.open_seconds
+        if not already_open:
+            self.on_open(error)
+
+
+class SlotCache:
+    """A `DayStore` backed by Redis. Every method swallows Redis errors (a miss)."""
+
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int, breaker: CircuitBreaker) -> None:
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self.breaker = breaker
+        self.failures = 0
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, ttl_seconds: int, on_open: Callable[[BaseException], None] | None = None,
+        circuit_seconds: float = CIRCUIT_SECONDS,
+    ) -> SlotCache:
+        # redis-py's defaults (5 s timeouts, 3 retries) would stall a request for many
+        # seconds when Redis hangs; fail fast instead and fall back to Postgres.
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=READ_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        breaker = CircuitBreaker(open_seconds=circuit_seconds, on_open=on_open or _log_outage)
+        return cls(client, ttl_seconds=ttl_seconds, breaker=breaker)
+
+    def _guarded(self, operation: Callable[[], Any], default: Any) -> Any:
+        if self.breaker.is_open:
+            return default
+        try:
+            return operation()
+        except (redis.RedisError, OSError) as error:
+            self.failures += 1
+            self.breaker.record_failure(error)
+            return default
+
+    # --- DayStore -------------------------------------------------------------------
+
+    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]:
+        if not days:
+            return {}
+        raw_values = self._guarded(lambda: self.client.mget([day_key(provider_id, d) for d in days]), None)
+        if raw_values is None:
+            return {}
+        found: dict[date, DaySlots] = {}
+        for day, raw in zip(days, raw_values, strict=True):
+            if raw is None:
+                continue
+            try:
+                cached_version, value = decode_day(raw, day)
+            except (ValueError, KeyError, TypeError):
+                continue  # a corrupt value is a miss; the sync pass repairs it
+            if cached_version == version:
+                found[day] = value
+        return found
+
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None:
+        if not days:
+            return
+
+        def write() -> None:
+            pipeline = self.client.pipeline(transaction=False)
+            for day in days:
+                pipeline.set(day_key(provider_id, day.day), encode_day(day, version), ex=self.ttl_seconds)
+            pipeline.execute()
+
+        self._guarded(write, None)
+
+    # --- sync support ---------------------------------------------------------------
+
+    def scan_keys(self, batch: int = 500) -> Iterator[str]:
+        """Every slot-day key (raises on Redis errors: the sync pass reports them)."""
+        for key in self.client.scan_iter(match=KEY_PATTERN, count=batch):
+            yield key.decode() if isinstance(key, bytes) else str(key)
+
+    def raw(self, keys: Sequence[str]) -> list[Any]:
+        return list(self.client.mget(keys))
+
+    def overwrite(self, provider_id: int, day: DaySlots, version: int) -> None:
+        self.client.set(day_key(provider_id, day.day), encode_day(day, version), ex=self.ttl_seconds)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        if keys:
+            self.client.delete(*keys)
+
+
+def _log_outage(error: BaseException) -> None:
+    logger.warning(
+        "Redis unavailable (%s: %s); serving slots from Postgres and retrying Redis in %.0f s",
+        type(error).__name__, error, CIRCUIT_SECONDS,
+    )

@@ -1,0 +1,146 @@
+"""The scheduled housekeeping pass: expire stale holds, reconcile the slot cache.
+
+Correctness never depends on it (reservations expire holds lazily and cached values are
+version-tagged); it keeps the table tidy and repairs cache values that differ from
+Postgres for any reason (a bug, a manual edit, a partial write)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from .db import User
+from .scheduling import BookingPolicy, ProviderSchedule
+from .slot_cache import SlotCache, decode_day, encode_day, parse_key
+
+EXPIRY_BATCH = 500
+SCAN_BATCH = 500
+
+# Compare-and-set: only the pass that still sees the bad value rewrites (and counts) it.
+_REPLACE_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class SyncSummary:
+    expired_holds: int = 0
+    keys_checked: int = 0
+    keys_repaired: int = 0
+    keys_stale: int = 0
+    cache_available: bool = True
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+
+def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = EXPIRY_BATCH) -> int:
+    """Mark holds past their deadline expired, in batches that skip rows other
+    transactions hold, so concurrent passes neither wait on nor double-count each other."""
+    total = 0
+    while True:
+        with transaction() as session:
+            provider_ids = session.scalars(
+                text(
+                    """
+                    UPDATE appointments SET status = 'expired', updated_at = :now
+                    WHERE id IN (
+                        SELECT id FROM appointments
+                        WHERE status = 'reserved' AND expires_at <= :now
+                        ORDER BY id LIMIT :batch
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING provider_id
+                    """
+                ),
+                {"now": now, "batch": batch},
+            ).all()
+            if provider_ids:
+                # Sorted, and last: provider rows are always locked in one order, after rows.
+                session.execute(
+                    text("UPDATE users SET slots_version = slots_version + 1 WHERE id = ANY(:ids)"),
+                    {"ids": sorted(set(provider_ids))},
+                )
+        total += len(provider_ids)
+        if len(provider_ids) < batch:
+            return total
+
+
+def _key_batches(cache: SlotCache) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for key in cache.scan_keys(SCAN_BATCH):
+        batch.append(key)
+        if len(batch) >= SCAN_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def reconcile_cache(
+    cache: SlotCache, transaction: Transaction, *, policy: BookingPolicy, now: datetime, summary: SyncSummary
+) -> None:
+    replace = cache.client.register_script(_REPLACE_IF_UNCHANGED)
+    for keys in _key_batches(cache):
+        raw_values = cache.raw(keys)
+        by_provider: dict[int, list[tuple[str, date, Any]]] = defaultdict(list)
+        for key, raw in zip(keys, raw_values, strict=True):
+            parsed = parse_key(key)
+            if parsed is None or raw is None:
+                continue
+            by_provider[parsed[0]].append((key, parsed[1], raw))
+        summary.keys_checked += sum(len(entries) for entries in by_provider.values())
+        with transaction() as session:
+            schedule = ProviderSchedule(session, policy=policy, now=now)
+            for provider_id, entries in by_provider.items():
+                provider = session.scalars(select(User).where(User.id == provider_id, User.role == "provider")).first()
+                if provider is None:
+                    for key, _, raw in entries:
+                        summary.keys_repaired += int(replace(keys=[key], args=[raw, "", 0]))
+                    continue
+                fresh = {d.day: d for d in schedule.compute_days(provider, [day for _, day, _ in entries])}
+                for key, day, raw in entries:
+                    try:
+                        version, cached = decode_day(raw, day)
+                    except (ValueError, KeyError, TypeError):
+                        version, cached = provider.slots_version, None
+                    if version != provider.slots_version:
+                        summary.keys_stale += 1  # unreadable already (a miss); expires by TTL
+                        continue
+                    correct = encode_day(fresh[day], provider.slots_version)
+                    if cached is None or encode_day(cached, version) != correct:
+                        summary.keys_repaired += int(replace(keys=[key], args=[raw, correct, cache.ttl_seconds]))
+
+
+def run_sync_pass(
+    transaction: Transaction, cache: SlotCache | None, *, policy: BookingPolicy, now: datetime
+) -> SyncSummary:
+    started = time.perf_counter()
+    summary = SyncSummary()
+    summary.expired_holds = expire_stale_holds(transaction, now)
+    if cache is None:
+        summary.cache_available = False
+    else:
+        try:
+            reconcile_cache(cache, transaction, policy=policy, now=now, summary=summary)
+        except (redis.RedisError, OSError):
+            summary.cache_available = False
+    summary.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    return summary
