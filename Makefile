@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: dev test venv lint typecheck format migrate create-admin sync unit integration handlers e2e clean
+.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e clean
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
@@ -56,3 +56,6 @@ create-admin: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .aws-sam
+
+sync: $(STAMP) ## one cache/DB sync pass, as the EventBridge schedule runs it
+	$(PY) -m reservations sync

@@ -1,36 +1,70 @@
-"""Command line: `python -m reservations {dev,migrate,create-admin}`."""
+"""Command line for local use: `python -m reservations {dev,migrate,create-admin,sync}`.
+
+In local mode (APP_ENV=local, the default) every command falls back to an embedded
+Postgres under `.local/` when DATABASE_URL does not answer, so a bare machine works.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_DATA_DIR = REPO_ROOT / ".local" / "pgdata"
+logger = logging.getLogger("reservations")
 
 
-def _prepare_database(database_url: str) -> None:
+def _prepare_database() -> str:
+    """Resolve the database (embedded fallback in local mode), create it, migrate it."""
     from . import migrations
-
-    if migrations.create_database_if_missing(database_url):
-        print(f"created database {database_url.rsplit('/', 1)[-1].split('?')[0]}")
-    migrations.upgrade(database_url)
-
-
-def cmd_migrate(_: argparse.Namespace) -> int:
     from .config import settings_from_environment
 
     settings = settings_from_environment()
-    _prepare_database(settings.database_url)
+    url = settings.database_url
+    if settings.app_env == "local":
+        from .local.embedded_postgres import ensure_postgres
+
+        url = ensure_postgres(url, EMBEDDED_DATA_DIR)
+        if url != settings.database_url:
+            os.environ["DATABASE_URL"] = url
+            settings_from_environment.cache_clear()
+    if migrations.create_database_if_missing(url):
+        print(f"created database {url.rsplit('/', 1)[-1].split('?')[0]}")
+    migrations.upgrade(url)
+    return url
+
+
+def _check_redis() -> None:
+    """No Redis: run without the cache and say so once, instead of once per request."""
+    from .config import settings_from_environment
+
+    settings = settings_from_environment()
+    if not settings.cache_enabled:
+        return
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+    except (redis.RedisError, OSError) as error:
+        logger.warning("Redis at %s is unreachable (%s): running without the slot cache", settings.redis_url, error)
+        os.environ["REDIS_URL"] = ""
+        settings_from_environment.cache_clear()
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    _prepare_database()
     print("database is at the latest revision")
     return 0
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
-    from pydantic import TypeAdapter, ValidationError
-    from pydantic import EmailStr
+    from pydantic import EmailStr, TypeAdapter, ValidationError
 
+    from .accounts import AccountService
     from .errors import DomainError
     from .http.runtime import Runtime
 
@@ -39,10 +73,8 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     except ValidationError:
         print(f"error: '{args.email}' is not a valid e-mail address", file=sys.stderr)
         return 2
+    _prepare_database()
     runtime = Runtime()
-    _prepare_database(runtime.settings.database_url)
-    from .accounts import AccountService
-
     try:
         with runtime.transaction() as session:
             service = AccountService(
@@ -54,30 +86,42 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 1
+    finally:
+        runtime.engine.dispose()
+    return 0
+
+
+def cmd_sync(_: argparse.Namespace) -> int:
+    from .local.gateway import invoke, load_schedules, scheduled_event
+
+    _prepare_database()
+    _check_redis()
+    schedules = [s for s in load_schedules(REPO_ROOT / "template.yaml") if s.function_name == "CacheSyncFunction"]
+    if not schedules:
+        print("error: template.yaml declares no scheduled CacheSyncFunction", file=sys.stderr)
+        return 1
+    print(json.dumps(invoke(schedules[0], scheduled_event(schedules[0])), indent=2))
     return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from .config import settings_from_environment
-    from .local.embedded_postgres import ensure_postgres
+    from .local.gateway import scheduled_tasks, serve
 
-    os.environ.setdefault("APP_ENV", "local")
-    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
-    os.environ.setdefault("POWERTOOLS_DEV", "1")
     os.environ.setdefault("DB_POOL_SIZE", "10")
-    settings = settings_from_environment()
-    database_url = ensure_postgres(settings.database_url, REPO_ROOT / ".local" / "pgdata")
-    if database_url != settings.database_url:
-        os.environ["DATABASE_URL"] = database_url
-        settings_from_environment.cache_clear()
-    _prepare_database(database_url)
-    from .local.gateway import serve
-
-    serve(REPO_ROOT / "template.yaml", host=args.host, port=args.port)
+    _prepare_database()
+    _check_redis()
+    template = REPO_ROOT / "template.yaml"
+    serve(template, host=args.host, port=args.port, background_tasks=scheduled_tasks(template))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # Local runs: no X-Ray daemon, human-readable Powertools output.
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+    os.environ.setdefault("POWERTOOLS_DEV", "1")
     parser = argparse.ArgumentParser(prog="python -m reservations")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(
@@ -88,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--password", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.set_defaults(run=cmd_create_admin)
+    commands.add_parser("sync", help="run one cache/DB sync pass (what the schedule runs)").set_defaults(run=cmd_sync)
     dev = commands.add_parser("dev", help="serve the API locally through the real Lambda handlers")
     dev.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))

@@ -269,12 +269,16 @@ def load_schedules(template_path: Path) -> list[ScheduledFunction]:
     housekeeping to happen, not to happen at a particular wall-clock time.
     """
     schedules: list[ScheduledFunction] = []
+    parameters = load_template(template_path).get("Parameters") or {}
     for fn in _python_functions(template_path):
         for event_name, event in fn.events.items():
             if not isinstance(event, dict) or event.get("Type") not in ("Schedule", "ScheduleV2"):
                 continue
             props = event.get("Properties") or {}
             expression = props.get("Schedule") or props.get("ScheduleExpression")
+            if isinstance(expression, dict) and "Ref" in expression:
+                # A schedule taken from a template parameter runs at that parameter's default.
+                expression = (parameters.get(str(expression["Ref"])) or {}).get("Default")
             if props.get("Enabled") is False or props.get("State") == "DISABLED":
                 continue
             match = _RATE_RE.match(expression) if isinstance(expression, str) else None
