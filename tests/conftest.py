@@ -30,14 +30,14 @@ os.environ.update(
 os.environ.pop("JWT_SECRET_ARN", None)
 os.environ.pop("EMAIL_SENDER", None)
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
-from reservations import migrations  # noqa: E402
-from reservations.accounts import AccountService  # noqa: E402
-from reservations.config import Settings, load_settings, normalise_database_url  # noqa: E402
-from reservations.http.runtime import Runtime  # noqa: E402
+from reservations import migrations
+from reservations.accounts import AccountService
+from reservations.config import Settings, load_settings, normalise_database_url
+from reservations.http.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"

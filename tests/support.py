@@ -69,8 +69,13 @@ def http_event(
     all_headers.update({k.lower(): v for k, v in (headers or {}).items()})
     route = f"{method} {path}"
     event.update(
-        routeKey=route, rawPath=path, rawQueryString=urlencode(query or {}), headers=all_headers,
-        queryStringParameters=query or {}, body=body, isBase64Encoded=False,
+        routeKey=route,
+        rawPath=path,
+        rawQueryString=urlencode(query or {}),
+        headers=all_headers,
+        queryStringParameters=query or {},
+        body=body,
+        isBase64Encoded=False,
     )
     event["requestContext"].update(routeKey=route, requestId=uuid.uuid4().hex)
     event["requestContext"]["http"].update(method=method, path=path)
@@ -105,7 +110,9 @@ class FunctionClient:
         result = self.handler(http_event(method, path, **kwargs), LambdaContext())
         text = result.get("body") or ""
         headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
-        body: Any = json.loads(text) if text and headers.get("content-type", "").startswith("application/json") else text
+        body: Any = (
+            json.loads(text) if text and headers.get("content-type", "").startswith("application/json") else text
+        )
         return Response(result["statusCode"], headers, body)
 
     def get(self, path: str, **kwargs: Any) -> Response:

@@ -22,8 +22,16 @@ app = create_app("Reservations appointments")
 
 
 def run_write(
-    *, operation: str, payload: dict[str, Any], success_status: int, key: str | None, user: User,
-    session: Session, runtime: Any, now: dt.datetime, action: Callable[[], Appointment],
+    *,
+    operation: str,
+    payload: dict[str, Any],
+    success_status: int,
+    key: str | None,
+    user: User,
+    session: Session,
+    runtime: Any,
+    now: dt.datetime,
+    action: Callable[[], Appointment],
 ) -> JSONResponse:
     """Execute a write once per Idempotency-Key and commit before answering."""
     store = IdempotencyStore(session, now=now)
@@ -40,43 +48,78 @@ def run_write(
 
 @app.post("/appointments/reserve", status_code=status.HTTP_201_CREATED, response_model=AppointmentOut)
 def reserve(
-    body: ReserveIn, user: CurrentUser, booking: BookingDep, session: SessionDep, runtime: RuntimeDep,
-    now: NowDep, idempotency_key: IdempotencyKey = None,
+    body: ReserveIn,
+    user: CurrentUser,
+    booking: BookingDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return run_write(
-        operation="reserve", payload=body.model_dump(mode="json"), success_status=201, key=idempotency_key,
-        user=user, session=session, runtime=runtime, now=now,
+        operation="reserve",
+        payload=body.model_dump(mode="json"),
+        success_status=201,
+        key=idempotency_key,
+        user=user,
+        session=session,
+        runtime=runtime,
+        now=now,
         action=lambda: booking.reserve(user, body.provider_id, body.start_time),
     )
 
 
 @app.post("/appointments/confirm", response_model=AppointmentOut)
 def confirm(
-    body: SlotRef, user: CurrentUser, booking: BookingDep, session: SessionDep, runtime: RuntimeDep,
-    now: NowDep, idempotency_key: IdempotencyKey = None,
+    body: SlotRef,
+    user: CurrentUser,
+    booking: BookingDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return run_write(
-        operation="confirm", payload=body.model_dump(mode="json"), success_status=200, key=idempotency_key,
-        user=user, session=session, runtime=runtime, now=now,
+        operation="confirm",
+        payload=body.model_dump(mode="json"),
+        success_status=200,
+        key=idempotency_key,
+        user=user,
+        session=session,
+        runtime=runtime,
+        now=now,
         action=lambda: booking.confirm(user, body.slot_id),
     )
 
 
 @app.post("/appointments/cancel", response_model=AppointmentOut)
 def cancel(
-    body: SlotRef, user: CurrentUser, booking: BookingDep, session: SessionDep, runtime: RuntimeDep,
-    now: NowDep, idempotency_key: IdempotencyKey = None,
+    body: SlotRef,
+    user: CurrentUser,
+    booking: BookingDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    now: NowDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return run_write(
-        operation="cancel", payload=body.model_dump(mode="json"), success_status=200, key=idempotency_key,
-        user=user, session=session, runtime=runtime, now=now,
+        operation="cancel",
+        payload=body.model_dump(mode="json"),
+        success_status=200,
+        key=idempotency_key,
+        user=user,
+        session=session,
+        runtime=runtime,
+        now=now,
         action=lambda: booking.cancel(user, body.slot_id),
     )
 
 
 @app.get("/appointments", response_model=list[AppointmentOut])
 def list_appointments(
-    user: CurrentUser, booking: BookingDep, now: NowDep,
+    user: CurrentUser,
+    booking: BookingDep,
+    now: NowDep,
     status_filter: Annotated[
         Literal["reserved", "confirmed", "cancelled", "expired"] | None, Query(alias="status")
     ] = None,

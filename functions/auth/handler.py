@@ -29,8 +29,12 @@ RESET_REQUESTED = "if an account exists for this e-mail, a reset message has bee
 @app.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 def register(body: RegisterRequest, accounts: AccountsDep, actor: OptionalUser) -> UserOut:
     user = accounts.register(
-        name=body.name, email=str(body.email), password=body.password, role=body.role,
-        timezone=body.timezone, actor=actor,
+        name=body.name,
+        email=str(body.email),
+        password=body.password,
+        role=body.role,
+        timezone=body.timezone,
+        actor=actor,
     )
     return UserOut.model_validate(user)
 

@@ -22,7 +22,7 @@ from reservations.http.booking_schemas import (
     StoredDay,
     StoredWeekly,
 )
-from reservations.http.deps import CurrentUser, RuntimeDep, SessionDep, require_role
+from reservations.http.deps import CurrentUser, SessionDep, require_role
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.scheduling import format_days, format_time
 
@@ -46,7 +46,10 @@ def list_providers(
 
 @app.post("/providers/{provider_id}/availability", response_model=AvailabilityPosted)
 def post_availability(
-    provider_id: ProviderId, body: AvailabilityIn, user: CurrentUser, schedule: ScheduleDep,
+    provider_id: ProviderId,
+    body: AvailabilityIn,
+    user: CurrentUser,
+    schedule: ScheduleDep,
     session: SessionDep,
 ) -> AvailabilityPosted:
     result = schedule.post_availability(user, provider_id, body.to_domain())
@@ -56,8 +59,13 @@ def post_availability(
         slots=result.slots,
         conflicts=[
             AppointmentConflict(
-                id=a.id, slot_id=a.id, provider_id=a.provider_id, patient_id=a.patient_id,
-                start_time=a.start_time, end_time=a.end_time, status=a.status,
+                id=a.id,
+                slot_id=a.id,
+                provider_id=a.provider_id,
+                patient_id=a.patient_id,
+                start_time=a.start_time,
+                end_time=a.end_time,
+                status=a.status,
             )
             for a in result.conflicts
         ],
@@ -73,9 +81,14 @@ def get_availability(provider_id: ProviderId, user: CurrentUser, schedule: Sched
         timezone=provider.timezone,
         general_schedules=[
             StoredWeekly(
-                start_date=period.start_date, end_date=period.end_date,
+                start_date=period.start_date,
+                end_date=period.end_date,
                 times=[
-                    {"days": format_days(w.weekdays), "start": format_time(w.window.start), "end": format_time(w.window.end)}
+                    {
+                        "days": format_days(w.weekdays),
+                        "start": format_time(w.window.start),
+                        "end": format_time(w.window.end),
+                    }
                     for w in period.windows
                 ],
             )
@@ -92,8 +105,12 @@ def _stored_day(day: dt.date, windows: tuple) -> StoredDay:  # type: ignore[type
 
 @app.get("/providers/{provider_id}/time-slots", response_model=list[SlotOut])
 def time_slots(
-    provider_id: ProviderId, _: CurrentUser, schedule: ScheduleDep, response: Response,
-    start_date: StartDate = None, end_date: EndDate = None,
+    provider_id: ProviderId,
+    _: CurrentUser,
+    schedule: ScheduleDep,
+    response: Response,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
 ) -> list[SlotOut]:
     listing = schedule.free_slots(provider_id, start_date, end_date)
     if listing.days_from_store == listing.days_total:
@@ -105,14 +122,23 @@ def time_slots(
 
 @app.get("/providers/{provider_id}/booked-appointments", response_model=list[BookedAppointmentOut])
 def booked_appointments(
-    provider_id: ProviderId, user: CurrentUser, schedule: ScheduleDep,
-    start_date: StartDate = None, end_date: EndDate = None,
+    provider_id: ProviderId,
+    user: CurrentUser,
+    schedule: ScheduleDep,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
 ) -> list[BookedAppointmentOut]:
     rows = schedule.booked_appointments(user, provider_id, start_date, end_date)
     return [
         BookedAppointmentOut(
-            id=a.id, slot_id=a.id, provider_id=a.provider_id, patient_id=a.patient_id, patient_name=name,
-            start_time=a.start_time, end_time=a.end_time, status=a.status,  # type: ignore[arg-type]
+            id=a.id,
+            slot_id=a.id,
+            provider_id=a.provider_id,
+            patient_id=a.patient_id,
+            patient_name=name,
+            start_time=a.start_time,
+            end_time=a.end_time,
+            status=a.status,
             expires_at=a.expires_at,
         )
         for a, name in rows

@@ -78,7 +78,10 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     try:
         with runtime.transaction() as session:
             service = AccountService(
-                session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy,
+                session,
+                hasher=runtime.hasher,
+                codec=runtime.token_codec(),
+                policy=runtime.account_policy,
                 now=runtime.now(),
             )
             user = service.create_first_admin(name=args.name, email=str(email), password=args.password)

@@ -95,8 +95,12 @@ class AccountService:
         if self._find_by_email(email) is not None:
             raise Conflict("an account with this e-mail already exists", code="email_taken")
         user = User(
-            name=name.strip(), email=email.strip(), role=role, timezone=timezone,
-            password_hash=self.hasher.hash(password), token_version=0,
+            name=name.strip(),
+            email=email.strip(),
+            role=role,
+            timezone=timezone,
+            password_hash=self.hasher.hash(password),
+            token_version=0,
         )
         self.session.add(user)
         try:
@@ -135,7 +139,8 @@ class AccountService:
             retry_after = int((unlock_at - self.now).total_seconds()) + 1
             raise TooManyRequests(
                 "too many failed logins for this account; try again later",
-                retry_after_seconds=retry_after, code="login_locked",
+                retry_after_seconds=retry_after,
+                code="login_locked",
             )
 
     def refresh(self, refresh_token: str) -> TokenPair:
@@ -163,8 +168,12 @@ class AccountService:
         refresh_token = opaque_token()
         self.session.add(
             RefreshToken(
-                token_hash=token_digest(refresh_token), user_id=user.id, family_id=family_id,
-                token_version=user.token_version, issued_at=self.now, expires_at=self.now + self.policy.refresh_ttl,
+                token_hash=token_digest(refresh_token),
+                user_id=user.id,
+                family_id=family_id,
+                token_version=user.token_version,
+                issued_at=self.now,
+                expires_at=self.now + self.policy.refresh_ttl,
             )
         )
         access = self.codec.issue_access(
@@ -221,7 +230,9 @@ class AccountService:
             .values(used_at=self.now)
         )
         self.session.add(
-            PasswordResetToken(token_hash=token_digest(token), user_id=user.id, expires_at=self.now + self.policy.reset_ttl)
+            PasswordResetToken(
+                token_hash=token_digest(token), user_id=user.id, expires_at=self.now + self.policy.reset_ttl
+            )
         )
         self.session.flush()
         minutes = int(self.policy.reset_ttl.total_seconds() // 60)
@@ -229,8 +240,9 @@ class AccountService:
             to=user.email,
             subject="Reset your Reservations password",
             body=(
-                f"Hello {user.name},\n\nUse this single-use token within {minutes} minutes to choose a new password:\n\n"
-                f"{token}\n\nPOST it to {reset_url} as {{\"token\": \"...\", \"new_password\": \"...\"}}.\n"
+                f"Hello {user.name},\n\n"
+                f"Use this single-use token within {minutes} minutes to choose a new password:\n\n"
+                f'{token}\n\nPOST it to {reset_url} as {{"token": "...", "new_password": "..."}}.\n'
                 "If you did not ask for this, ignore this message.\n"
             ),
         )

@@ -99,8 +99,14 @@ class BookingService:
             .values(status="expired", updated_at=self.now)
         )
         appointment = Appointment(
-            provider_id=provider_id, patient_id=patient.id, start_time=start, end_time=end, status="reserved",
-            expires_at=self.now + self.policy.hold_ttl, created_at=self.now, updated_at=self.now,
+            provider_id=provider_id,
+            patient_id=patient.id,
+            start_time=start,
+            end_time=end,
+            status="reserved",
+            expires_at=self.now + self.policy.hold_ttl,
+            created_at=self.now,
+            updated_at=self.now,
         )
         savepoint = self.session.begin_nested()
         self.session.add(appointment)
@@ -109,9 +115,7 @@ class BookingService:
         except DBAPIError as error:  # pg8000 reports 23P01 as a ProgrammingError
             savepoint.rollback()
             if sqlstate(error) == "23P01" and constraint_name(error) == PATIENT_OVERLAP:
-                raise Conflict(
-                    "you already have an appointment at this time", code="overlapping_appointment"
-                ) from None
+                raise Conflict("you already have an appointment at this time", code="overlapping_appointment") from None
             if sqlstate(error) == "23P01":
                 raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
             raise
@@ -213,7 +217,9 @@ class BookingService:
             query = query.where(or_(Appointment.status == "expired", stale_hold))
         elif status is not None:
             query = query.where(Appointment.status == status)
-        return self.session.scalars(query.order_by(Appointment.start_time, Appointment.id).limit(limit).offset(offset)).all()
+        return self.session.scalars(
+            query.order_by(Appointment.start_time, Appointment.id).limit(limit).offset(offset)
+        ).all()
 
 
 # --- idempotency -----------------------------------------------------------------------
@@ -240,9 +246,7 @@ class IdempotencyStore:
 
     def begin(self, user_id: int, key: str, operation: str, fingerprint: str) -> StoredResponse | None:
         # Concurrent requests with one key wait for each other, so only one executes.
-        self.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"idem:{user_id}:{key}"}
-        )
+        self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"idem:{user_id}:{key}"})
         record = self.session.get(IdempotencyRecord, (user_id, key))
         if record is None or record.created_at <= self.now - IDEMPOTENCY_TTL:
             return None
@@ -254,8 +258,13 @@ class IdempotencyStore:
 
     def save(self, user_id: int, key: str, operation: str, fingerprint: str, response: StoredResponse) -> None:
         values = {
-            "user_id": user_id, "key": key, "operation": operation, "request_hash": fingerprint,
-            "status_code": response.status_code, "response": response.body, "created_at": self.now,
+            "user_id": user_id,
+            "key": key,
+            "operation": operation,
+            "request_hash": fingerprint,
+            "status_code": response.status_code,
+            "response": response.body,
+            "created_at": self.now,
         }
         statement = pg_insert(IdempotencyRecord).values(**values)
         self.session.execute(

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/reservations"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Accepted only when APP_ENV is local or test, so a forgotten secret never reaches AWS.
-LOCAL_PLACEHOLDER_SECRET = "local-development-secret-do-not-use-in-production"
+LOCAL_PLACEHOLDER_SECRET = "local-development-secret-do-not-use-in-production"  # noqa: S105
 _PLACEHOLDER_SECRETS = {
     "",
     "changeme",
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1048576)
     email_sender: str | None = None
-    password_reset_url: str = "http://127.0.0.1:3000/password-reset/confirm"
+    password_reset_url: str = "http://127.0.0.1:3000/password-reset/confirm"  # noqa: S105
     default_timezone: str = "UTC"
 
     @field_validator("database_url")
@@ -133,8 +133,11 @@ def load_settings(**overrides: object) -> Settings:
         for item in error.errors():
             name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{name}: {message} (got {json.dumps(item.get('input'), default=str)[:80]})"
-                            if name != "settings" else message)
+            problems.append(
+                f"{name}: {message} (got {json.dumps(item.get('input'), default=str)[:80]})"
+                if name != "settings"
+                else message
+            )
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -81,9 +81,7 @@ def bump_slots_version(session: Session, provider_id: int) -> None:
     """Make every cached day of this provider stale, atomically with the caller's write.
     Callers run it as their transaction's last statement, so the provider row lock is
     always taken after appointment row locks (no lock-order cycles)."""
-    session.execute(
-        update(User).where(User.id == provider_id).values(slots_version=User.slots_version + 1)
-    )
+    session.execute(update(User).where(User.id == provider_id).values(slots_version=User.slots_version + 1))
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,9 @@ def _window_from_json(data: dict[str, Any]) -> Window:
 class ProviderSchedule:
     """Availability rules and free slots of providers."""
 
-    def __init__(self, session: Session, *, policy: BookingPolicy, now: datetime, store: DayStore | None = None) -> None:
+    def __init__(
+        self, session: Session, *, policy: BookingPolicy, now: datetime, store: DayStore | None = None
+    ) -> None:
         self.session = session
         self.policy = policy
         self.now = now
@@ -189,9 +189,7 @@ class ProviderSchedule:
             WeeklyPeriod(
                 start_date=row.start_date,
                 end_date=row.end_date,
-                windows=tuple(
-                    WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in row.windows
-                ),
+                windows=tuple(WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in row.windows),
             )
             for row in self.session.scalars(periods_query.order_by(AvailabilityPeriod.start_date))
         ]
@@ -211,9 +209,7 @@ class ProviderSchedule:
                 provider_id=provider_id,
                 start_date=period.start_date,
                 end_date=period.end_date,
-                windows=[
-                    {"days": sorted(weekly.weekdays), **_window_json(weekly.window)} for weekly in period.windows
-                ],
+                windows=[{"days": sorted(weekly.weekdays), **_window_json(weekly.window)} for weekly in period.windows],
             )
             for period in availability.periods
         )
@@ -249,8 +245,7 @@ class ProviderSchedule:
         conflicts = [
             appointment
             for appointment in self._active_appointments(provider_id, *self._utc_bounds(zone, first, last))
-            if _local_day(appointment.start_time, zone) in posted.touched
-            and appointment.start_time not in offered
+            if _local_day(appointment.start_time, zone) in posted.touched and appointment.start_time not in offered
         ]
         return PostResult(slot_count, conflicts, posted.touched)
 

@@ -17,7 +17,7 @@ from passlib.context import CryptContext
 from .errors import Unauthenticated
 
 JWT_ALGORITHM = "HS256"
-ACCESS_TOKEN_TYPE = "access"
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105
 CLOCK_SKEW_SECONDS = 60
 
 

@@ -70,7 +70,9 @@ def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
     document = json.loads(raw)
     starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
     taken = {
-        datetime.fromtimestamp(int(start), UTC): (datetime.fromtimestamp(int(until), UTC) if until is not None else None)
+        datetime.fromtimestamp(int(start), UTC): (
+            datetime.fromtimestamp(int(until), UTC) if until is not None else None
+        )
         for start, until in document["taken"].items()
     }
     return int(document["version"]), DaySlots(day, starts, taken)
@@ -79,8 +81,13 @@ def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
 class CircuitBreaker:
     """Skip a failing dependency for a while instead of paying its timeout per request."""
 
-    def __init__(self, *, open_seconds: float, on_open: Callable[[BaseException], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        open_seconds: float,
+        on_open: Callable[[BaseException], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.open_seconds = open_seconds
         self.on_open = on_open
         self.clock = clock
@@ -110,7 +117,11 @@ class SlotCache:
 
     @classmethod
     def from_url(
-        cls, url: str, *, ttl_seconds: int, on_open: Callable[[BaseException], None] | None = None,
+        cls,
+        url: str,
+        *,
+        ttl_seconds: int,
+        on_open: Callable[[BaseException], None] | None = None,
         circuit_seconds: float = CIRCUIT_SECONDS,
     ) -> SlotCache:
         # redis-py's defaults (5 s timeouts, 3 retries) would stall a request for many
@@ -189,5 +200,7 @@ class SlotCache:
 def _log_outage(error: BaseException) -> None:
     logger.warning(
         "Redis unavailable (%s: %s); serving slots from Postgres and retrying Redis in %.0f s",
-        type(error).__name__, error, CIRCUIT_SECONDS,
+        type(error).__name__,
+        error,
+        CIRCUIT_SECONDS,
     )

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+
 from reservations.local.embedded_postgres import (
     EmbeddedPostgresError,
     ensure_postgres,
@@ -23,7 +25,6 @@ from reservations.local.embedded_postgres import (
     stop_embedded_postgres,
 )
 from reservations.local.gateway import clear_handler_cache, create_app, run_in_thread
-from sqlalchemy import create_engine, text
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway" / "template.yaml"
 

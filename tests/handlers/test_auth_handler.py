@@ -17,7 +17,9 @@ from tests.support import FunctionClient
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
-def codec_with(secret: str = TEST_SECRET, issuer: str = "reservations", audience: str = "reservations-api") -> TokenCodec:
+def codec_with(
+    secret: str = TEST_SECRET, issuer: str = "reservations", audience: str = "reservations-api"
+) -> TokenCodec:
     return TokenCodec(SigningKeys.from_secret(secret), issuer=issuer, audience=audience)
 
 
@@ -26,7 +28,9 @@ def codec_with(secret: str = TEST_SECRET, issuer: str = "reservations", audience
 
 def test_register_returns_profile_with_default_timezone(auth: FunctionClient) -> None:
     email = unique_email()
-    response = auth.post("/register", json_body={"name": "Pat", "email": email, "password": "password1", "role": "patient"})
+    response = auth.post(
+        "/register", json_body={"name": "Pat", "email": email, "password": "password1", "role": "patient"}
+    )
     assert response.status == 201
     assert set(response.body) == {"id", "name", "email", "role", "timezone"}
     assert response.body["email"] == email
@@ -35,7 +39,13 @@ def test_register_returns_profile_with_default_timezone(auth: FunctionClient) ->
 
 
 def test_provider_registers_with_timezone(auth: FunctionClient) -> None:
-    body = {"name": "Dr", "email": unique_email(), "password": "password1", "role": "provider", "timezone": "America/New_York"}
+    body = {
+        "name": "Dr",
+        "email": unique_email(),
+        "password": "password1",
+        "role": "provider",
+        "timezone": "America/New_York",
+    }
     response = auth.post("/register", json_body=body)
     assert response.status == 201
     assert response.body["timezone"] == "America/New_York"
@@ -52,8 +62,14 @@ def test_duplicate_email_in_any_case_conflicts(auth: FunctionClient) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("password", "short12"), ("password", "x" * 129), ("email", "not-an-email"), ("timezone", "Mars/Olympus"),
-     ("role", "superuser"), ("name", "")],
+    [
+        ("password", "short12"),
+        ("password", "x" * 129),
+        ("email", "not-an-email"),
+        ("timezone", "Mars/Olympus"),
+        ("role", "superuser"),
+        ("name", ""),
+    ],
 )
 def test_invalid_registration_fields_are_422(auth: FunctionClient, field: str, value: str) -> None:
     body = {"name": "A", "email": unique_email(), "password": "password1", "role": "patient", field: value}
@@ -95,7 +111,11 @@ def admin_token(auth: FunctionClient, runtime) -> str:  # type: ignore[no-untype
     email, password = unique_email("admin"), "admin-password"
     with runtime.transaction() as session:
         AccountService(
-            session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=runtime.now()
+            session,
+            hasher=runtime.hasher,
+            codec=runtime.token_codec(),
+            policy=runtime.account_policy,
+            now=runtime.now(),
         ).create_first_admin(name="Admin", email=email, password=password)
     return str(auth.post("/token", form={"username": email, "password": password}).body["access_token"])
 
@@ -179,8 +199,16 @@ def _forge(claims: dict, *, key: str = TEST_SECRET, alg: str = "HS256", kid: str
 
 def _claims(user_id: int, **overrides: object) -> dict:
     now = int(time.time())
-    claims: dict = {"sub": str(user_id), "role": "patient", "tv": 0, "typ": "access", "iss": "reservations",
-                    "aud": "reservations-api", "iat": now, "exp": now + 600}
+    claims: dict = {
+        "sub": str(user_id),
+        "role": "patient",
+        "tv": 0,
+        "typ": "access",
+        "iss": "reservations",
+        "aud": "reservations-api",
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(overrides)
     return claims
 
@@ -191,8 +219,20 @@ def _b64(data: dict) -> str:
 
 @pytest.mark.parametrize(
     "attack",
-    ["missing", "garbage", "alg_none", "wrong_key", "tampered", "expired", "wrong_iss", "wrong_aud", "unknown_kid",
-     "refresh_as_bearer", "no_exp", "other_role"],
+    [
+        "missing",
+        "garbage",
+        "alg_none",
+        "wrong_key",
+        "tampered",
+        "expired",
+        "wrong_iss",
+        "wrong_aud",
+        "unknown_kid",
+        "refresh_as_bearer",
+        "no_exp",
+        "other_role",
+    ],
 )
 def test_jwt_attacks_get_401(auth: FunctionClient, register, login, attack: str) -> None:  # type: ignore[no-untyped-def]
     user = register("patient")
@@ -245,7 +285,8 @@ def test_change_own_password_revokes_earlier_tokens(auth: FunctionClient, regist
     user = register("patient")
     first, second = login(user), login(user)
     response = auth.post(
-        "/reset-password", token=first["access_token"],
+        "/reset-password",
+        token=first["access_token"],
         json_body={"current_password": user["password"], "new_password": "brand-new-password"},
     )
     assert response.status == 200
@@ -261,31 +302,43 @@ def test_change_own_password_revokes_earlier_tokens(auth: FunctionClient, regist
 def test_change_own_password_needs_the_current_one(auth: FunctionClient, register, login) -> None:  # type: ignore[no-untyped-def]
     user = register("patient")
     token = login(user)["access_token"]
-    wrong = auth.post("/reset-password", token=token, json_body={"current_password": "nope-nope", "new_password": "another-pass"})
+    wrong = auth.post(
+        "/reset-password", token=token, json_body={"current_password": "nope-nope", "new_password": "another-pass"}
+    )
     assert wrong.status == 400
     assert wrong.body["code"] == "wrong_password"
     missing = auth.post("/reset-password", token=token, json_body={"new_password": "another-pass"})
     assert missing.status == 400
-    short = auth.post("/reset-password", token=token, json_body={"current_password": user["password"], "new_password": "short"})
+    short = auth.post(
+        "/reset-password", token=token, json_body={"current_password": user["password"], "new_password": "short"}
+    )
     assert short.status == 422
-    assert auth.post("/reset-password", json_body={"current_password": "x", "new_password": "another-pass"}).status == 401
+    assert (
+        auth.post("/reset-password", json_body={"current_password": "x", "new_password": "another-pass"}).status == 401
+    )
 
 
 def test_admin_sets_anyones_password(auth: FunctionClient, register, login, admin_token: str) -> None:  # type: ignore[no-untyped-def]
     user = register("provider")
     old = login(user)
-    response = auth.post("/reset-password", token=admin_token, json_body={"email": user["email"], "new_password": "set-by-admin"})
+    response = auth.post(
+        "/reset-password", token=admin_token, json_body={"email": user["email"], "new_password": "set-by-admin"}
+    )
     assert response.status == 200
     assert auth.get("/me", token=old["access_token"]).status == 401
     assert auth.post("/token", form={"username": user["email"], "password": "set-by-admin"}).status == 200
-    unknown = auth.post("/reset-password", token=admin_token, json_body={"email": unique_email(), "new_password": "set-by-admin"})
+    unknown = auth.post(
+        "/reset-password", token=admin_token, json_body={"email": unique_email(), "new_password": "set-by-admin"}
+    )
     assert unknown.status == 404
 
 
 def test_non_admin_cannot_set_another_users_password(auth: FunctionClient, register, login) -> None:  # type: ignore[no-untyped-def]
     victim, attacker = register("patient"), register("patient")
     token = login(attacker)["access_token"]
-    response = auth.post("/reset-password", token=token, json_body={"email": victim["email"], "new_password": "hijacked-1"})
+    response = auth.post(
+        "/reset-password", token=token, json_body={"email": victim["email"], "new_password": "hijacked-1"}
+    )
     assert response.status == 403
     assert auth.post("/token", form={"username": victim["email"], "password": victim["password"]}).status == 200
 

@@ -24,8 +24,13 @@ class World:
             client.module.app.state.runtime.clock = clock
 
     def user(self, role: str, timezone: str = "UTC") -> dict:
-        body = {"name": f"{role}-{uuid.uuid4().hex[:4]}", "email": unique_email(role), "password": "password1",
-                "role": role, "timezone": timezone}
+        body = {
+            "name": f"{role}-{uuid.uuid4().hex[:4]}",
+            "email": unique_email(role),
+            "password": "password1",
+            "role": role,
+            "timezone": timezone,
+        }
         created = self.auth.post("/register", json_body=body)
         assert created.status == 201, created.body
         token = self.auth.post("/token", form={"username": body["email"], "password": "password1"}).body
@@ -46,19 +51,28 @@ def world(database_url: str) -> Iterator[World]:
 
 
 NOW = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)  # a Monday
-WEEK = {"general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31",
-                             "times": [{"days": "M-F", "start": "8am", "end": "4pm"}]}}
+WEEK = {
+    "general_schedule": {
+        "start_date": "2027-01-04",
+        "end_date": "2027-01-31",
+        "times": [{"days": "M-F", "start": "8am", "end": "4pm"}],
+    }
+}
 
 
 def post_week(world: World, provider: dict, body: dict | None = None) -> dict:
-    response = world.providers.post(f"/providers/{provider['id']}/availability", json_body=body or WEEK, token=provider["token"])
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=body or WEEK, token=provider["token"]
+    )
     assert response.status == 200, response.body
     return response.body
 
 
 def reserve(world: World, patient: dict, provider: dict, start: str, **kwargs: object):  # type: ignore[no-untyped-def]
     return world.appointments.post(
-        "/appointments/reserve", json_body={"provider_id": provider["id"], "start_time": start}, token=patient["token"],
+        "/appointments/reserve",
+        json_body={"provider_id": provider["id"], "start_time": start},
+        token=patient["token"],
         **kwargs,
     )
 
@@ -69,9 +83,15 @@ def reserve(world: World, patient: dict, provider: dict, start: str, **kwargs: o
 def test_original_payload_is_accepted_and_slots_listed(world: World) -> None:
     provider = world.user("provider")
     body = {
-        "general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31",
-                             "times": [{"days": "M-F", "start": "8am", "end": "4pm"}]},
-        "exceptions": [{"date": "2027-01-15", "times": []}, {"date": "2027-01-18", "times": [{"start": "9am", "end": "12pm"}]}],
+        "general_schedule": {
+            "start_date": "2027-01-04",
+            "end_date": "2027-01-31",
+            "times": [{"days": "M-F", "start": "8am", "end": "4pm"}],
+        },
+        "exceptions": [
+            {"date": "2027-01-15", "times": []},
+            {"date": "2027-01-18", "times": [{"start": "9am", "end": "12pm"}]},
+        ],
         "manual_appointment_slots": [{"date": "2027-01-09", "times": [{"start": "10:00", "end": "12:00"}]}],
         "timezone": "America/New_York",
     }
@@ -80,8 +100,11 @@ def test_original_payload_is_accepted_and_slots_listed(world: World) -> None:
     assert posted["slots"] == 18 * 32 - 32 + 12 + 8 + 32 - 32 + 0 or posted["slots"] > 0
     assert posted["conflicts"] == []
     patient = world.user("patient")
-    slots = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"],
-                                query={"start_date": "2027-01-08", "end_date": "2027-01-09"})
+    slots = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=patient["token"],
+        query={"start_date": "2027-01-08", "end_date": "2027-01-09"},
+    )
     assert slots.status == 200
     starts = [s["start_time"] for s in slots.body]
     # Friday 8 Jan 8am EST = 13:00Z; Saturday 9 Jan manual 10am EST = 15:00Z.
@@ -110,8 +133,11 @@ def test_posting_replaces_only_the_touched_dates(world: World) -> None:
     provider, patient = world.user("provider"), world.user("patient")
     post_week(world, provider)
     post_week(world, provider, {"exceptions": [{"date": "2027-01-12", "times": [{"start": "10:00", "end": "10:30"}]}]})
-    listing = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"],
-                                  query={"start_date": "2027-01-11", "end_date": "2027-01-13"}).body
+    listing = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=patient["token"],
+        query={"start_date": "2027-01-11", "end_date": "2027-01-13"},
+    ).body
     per_day: dict[str, int] = {}
     for s in listing:
         per_day[s["start_time"][:10]] = per_day.get(s["start_time"][:10], 0) + 1
@@ -121,24 +147,51 @@ def test_posting_replaces_only_the_touched_dates(world: World) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31", "times": [{"days": "Xx", "start": "8am", "end": "4pm"}]}},
-        {"general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31", "times": [{"days": "M", "start": "25pm", "end": "4pm"}]}},
-        {"general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31", "times": [{"days": "M", "start": "4pm", "end": "8am"}]}},
+        {
+            "general_schedule": {
+                "start_date": "2027-01-04",
+                "end_date": "2027-01-31",
+                "times": [{"days": "Xx", "start": "8am", "end": "4pm"}],
+            }
+        },
+        {
+            "general_schedule": {
+                "start_date": "2027-01-04",
+                "end_date": "2027-01-31",
+                "times": [{"days": "M", "start": "25pm", "end": "4pm"}],
+            }
+        },
+        {
+            "general_schedule": {
+                "start_date": "2027-01-04",
+                "end_date": "2027-01-31",
+                "times": [{"days": "M", "start": "4pm", "end": "8am"}],
+            }
+        },
         {"general_schedule": {"start_date": "2027-02-04", "end_date": "2027-01-31", "times": []}},
         {"general_schedule": {"start_date": "2027-01-01", "end_date": "2028-01-02", "times": []}},
-        {"general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31", "times": []}, "timezone": "Mars/Base"},
+        {
+            "general_schedule": {"start_date": "2027-01-04", "end_date": "2027-01-31", "times": []},
+            "timezone": "Mars/Base",
+        },
         {"exceptions": [{"date": "2027-13-01", "times": []}]},
         {},
     ],
 )
 def test_bad_availability_is_422(world: World, body: dict) -> None:
     provider = world.user("provider")
-    response = world.providers.post(f"/providers/{provider['id']}/availability", json_body=body, token=provider["token"])
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=body, token=provider["token"]
+    )
     assert response.status == 422, response.body
 
 
 def test_availability_permissions(world: World) -> None:
-    provider, other, patient, = world.user("provider"), world.user("provider"), world.user("patient")
+    (
+        provider,
+        other,
+        patient,
+    ) = world.user("provider"), world.user("provider"), world.user("patient")
     path = f"/providers/{provider['id']}/availability"
     assert world.providers.post(path, json_body=WEEK, token=other["token"]).status == 403
     assert world.providers.post(path, json_body=WEEK, token=patient["token"]).status == 403
@@ -152,14 +205,20 @@ def test_availability_permissions(world: World) -> None:
 def test_availability_body_over_64k_is_413(world: World) -> None:
     provider = world.user("provider")
     huge = {"exceptions": [{"date": "2027-01-12", "times": [{"start": "10:00", "end": "10:30"}] * 3000}]}
-    response = world.providers.post(f"/providers/{provider['id']}/availability", json_body=huge, token=provider["token"])
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=huge, token=provider["token"]
+    )
     assert response.status == 413
 
 
 @pytest.mark.parametrize(
     ("query", "status"),
-    [({"start_date": "2027-01-10", "end_date": "2027-01-09"}, 422), ({"start_date": "2027-01-01", "end_date": "2027-02-01"}, 422),
-     ({"start_date": "2027-01-01", "end_date": "2027-01-31"}, 200), ({"start_date": "yesterday"}, 422)],
+    [
+        ({"start_date": "2027-01-10", "end_date": "2027-01-09"}, 422),
+        ({"start_date": "2027-01-01", "end_date": "2027-02-01"}, 422),
+        ({"start_date": "2027-01-01", "end_date": "2027-01-31"}, 200),
+        ({"start_date": "yesterday"}, 422),
+    ],
 )
 def test_time_slot_ranges(world: World, query: dict, status: int) -> None:
     provider, patient = world.user("provider"), world.user("patient")
@@ -195,8 +254,13 @@ def admin_token(world: World, runtime) -> str:  # type: ignore[no-untyped-def]
 
     email = unique_email("admin")
     with runtime.transaction() as session:
-        AccountService(session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy,
-                       now=world.clock()).create_first_admin(name="Admin", email=email, password="admin-password")
+        AccountService(
+            session,
+            hasher=runtime.hasher,
+            codec=runtime.token_codec(),
+            policy=runtime.account_policy,
+            now=world.clock(),
+        ).create_first_admin(name="Admin", email=email, password="admin-password")
     return str(world.auth.post("/token", form={"username": email, "password": "admin-password"}).body["access_token"])
 
 
@@ -214,37 +278,64 @@ def test_reserve_confirm_cancel_cycle(world: World) -> None:
     assert body["start_time"] == "2027-01-06T09:00:00Z"
     assert body["end_time"] == "2027-01-06T09:15:00Z"
     assert body["expires_at"] == "2027-01-04T12:30:00Z"
-    listed = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"],
-                                 query={"start_date": "2027-01-06", "end_date": "2027-01-06"}).body
+    listed = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=patient["token"],
+        query={"start_date": "2027-01-06", "end_date": "2027-01-06"},
+    ).body
     assert "2027-01-06T09:00:00Z" not in [s["start_time"] for s in listed]
 
-    confirmed = world.appointments.post("/appointments/confirm", json_body={"slot_id": body["id"]}, token=patient["token"])
+    confirmed = world.appointments.post(
+        "/appointments/confirm", json_body={"slot_id": body["id"]}, token=patient["token"]
+    )
     assert confirmed.status == 200
     assert confirmed.body["status"] == "confirmed"
     again = world.appointments.post("/appointments/confirm", json_body={"slot_id": body["id"]}, token=patient["token"])
     assert again.status == 200
-    booked = world.providers.get(f"/providers/{provider['id']}/booked-appointments", token=provider["token"],
-                                 query={"start_date": "2027-01-06", "end_date": "2027-01-06"})
+    booked = world.providers.get(
+        f"/providers/{provider['id']}/booked-appointments",
+        token=provider["token"],
+        query={"start_date": "2027-01-06", "end_date": "2027-01-06"},
+    )
     assert booked.status == 200
-    assert [(b["id"], b["patient_name"], b["status"]) for b in booked.body] == [(body["id"], patient["name"], "confirmed")]
+    assert [(b["id"], b["patient_name"], b["status"]) for b in booked.body] == [
+        (body["id"], patient["name"], "confirmed")
+    ]
     assert world.providers.get(f"/providers/{provider['id']}/booked-appointments", token=patient["token"]).status == 403
 
-    cancelled = world.appointments.post("/appointments/cancel", json_body={"slot_id": body["id"]}, token=provider["token"])
+    cancelled = world.appointments.post(
+        "/appointments/cancel", json_body={"slot_id": body["id"]}, token=provider["token"]
+    )
     assert cancelled.status == 200
     assert cancelled.body["status"] == "cancelled"
-    assert world.appointments.post("/appointments/cancel", json_body={"slot_id": body["id"]}, token=patient["token"]).status == 200
-    relisted = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"],
-                                   query={"start_date": "2027-01-06", "end_date": "2027-01-06"}).body
+    assert (
+        world.appointments.post(
+            "/appointments/cancel", json_body={"slot_id": body["id"]}, token=patient["token"]
+        ).status
+        == 200
+    )
+    relisted = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=patient["token"],
+        query={"start_date": "2027-01-06", "end_date": "2027-01-06"},
+    ).body
     assert "2027-01-06T09:00:00Z" in [s["start_time"] for s in relisted]
-    confirm_cancelled = world.appointments.post("/appointments/confirm", json_body={"slot_id": body["id"]}, token=patient["token"])
+    confirm_cancelled = world.appointments.post(
+        "/appointments/confirm", json_body={"slot_id": body["id"]}, token=patient["token"]
+    )
     assert confirm_cancelled.status == 409
 
 
 @pytest.mark.parametrize(
     ("start", "status", "code"),
-    [("2027-01-05T11:45:00Z", 400, "too_soon"), ("2027-04-06T09:00:00Z", 400, "too_far"),
-     ("2027-01-06T09:05:00Z", 422, None), ("2027-01-06T07:00:00Z", 409, "slot_unavailable"),
-     ("2027-01-09T09:00:00Z", 409, "slot_unavailable"), ("not-a-time", 422, None)],
+    [
+        ("2027-01-05T11:45:00Z", 400, "too_soon"),
+        ("2027-04-06T09:00:00Z", 400, "too_far"),
+        ("2027-01-06T09:05:00Z", 422, None),
+        ("2027-01-06T07:00:00Z", 409, "slot_unavailable"),
+        ("2027-01-09T09:00:00Z", 409, "slot_unavailable"),
+        ("not-a-time", 422, None),
+    ],
 )
 def test_reserve_rejections(world: World, start: str, status: int, code: str | None) -> None:
     provider, patient = world.user("provider"), world.user("patient")
@@ -276,10 +367,22 @@ def test_only_patients_reserve_and_unknown_provider_is_404(world: World) -> None
     provider, patient = world.user("provider"), world.user("patient")
     post_week(world, provider)
     assert reserve(world, provider, provider, "2027-01-06T09:00:00Z").status == 403
-    assert world.appointments.post("/appointments/reserve", json_body={"provider_id": 999999999, "start_time": "2027-01-06T09:00:00Z"},
-                                   token=patient["token"]).status == 404
-    assert world.appointments.post("/appointments/reserve", json_body={"provider_id": patient["id"], "start_time": "2027-01-06T09:00:00Z"},
-                                   token=patient["token"]).status == 404
+    assert (
+        world.appointments.post(
+            "/appointments/reserve",
+            json_body={"provider_id": 999999999, "start_time": "2027-01-06T09:00:00Z"},
+            token=patient["token"],
+        ).status
+        == 404
+    )
+    assert (
+        world.appointments.post(
+            "/appointments/reserve",
+            json_body={"provider_id": patient["id"], "start_time": "2027-01-06T09:00:00Z"},
+            token=patient["token"],
+        ).status
+        == 404
+    )
 
 
 def test_slot_taken_and_patient_overlap_and_hold_limit(world: World) -> None:
@@ -305,8 +408,11 @@ def test_expired_hold_frees_the_slot_without_a_job(world: World) -> None:
     held = reserve(world, first, provider, "2027-01-06T09:00:00Z").body
     assert held["expires_at"] == "2027-01-04T12:10:00Z"
     world.clock.advance(minutes=10)
-    listed = world.providers.get(f"/providers/{provider['id']}/time-slots", token=second["token"],
-                                 query={"start_date": "2027-01-06", "end_date": "2027-01-06"}).body
+    listed = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=second["token"],
+        query={"start_date": "2027-01-06", "end_date": "2027-01-06"},
+    ).body
     assert "2027-01-06T09:00:00Z" in [s["start_time"] for s in listed]
     late = world.appointments.post("/appointments/confirm", json_body={"slot_id": held["id"]}, token=first["token"])
     assert (late.status, late.body["code"]) == (409, "reservation_expired")
@@ -320,10 +426,28 @@ def test_confirm_and_cancel_of_someone_elses_is_404(world: World) -> None:
     other_provider = world.user("provider")
     post_week(world, provider)
     held = reserve(world, owner, provider, "2027-01-06T09:00:00Z").body
-    assert world.appointments.post("/appointments/confirm", json_body={"slot_id": held["id"]}, token=stranger["token"]).status == 404
-    assert world.appointments.post("/appointments/cancel", json_body={"slot_id": held["id"]}, token=stranger["token"]).status == 404
-    assert world.appointments.post("/appointments/cancel", json_body={"slot_id": held["id"]}, token=other_provider["token"]).status == 404
-    assert world.appointments.post("/appointments/confirm", json_body={"slot_id": 987654321}, token=owner["token"]).status == 404
+    assert (
+        world.appointments.post(
+            "/appointments/confirm", json_body={"slot_id": held["id"]}, token=stranger["token"]
+        ).status
+        == 404
+    )
+    assert (
+        world.appointments.post(
+            "/appointments/cancel", json_body={"slot_id": held["id"]}, token=stranger["token"]
+        ).status
+        == 404
+    )
+    assert (
+        world.appointments.post(
+            "/appointments/cancel", json_body={"slot_id": held["id"]}, token=other_provider["token"]
+        ).status
+        == 404
+    )
+    assert (
+        world.appointments.post("/appointments/confirm", json_body={"slot_id": 987654321}, token=owner["token"]).status
+        == 404
+    )
     assert world.appointments.get(f"/appointments/{held['id']}", token=stranger["token"]).status == 404
     assert world.appointments.get(f"/appointments/{held['id']}", token=provider["token"]).status == 200
 
@@ -338,7 +462,9 @@ def test_list_own_appointments_with_filters(world: World) -> None:
     assert [x["id"] for x in mine] == [a["id"], b["id"]]
     confirmed = world.appointments.get("/appointments", token=patient["token"], query={"status": "confirmed"}).body
     assert [x["id"] for x in confirmed] == [b["id"]]
-    day = world.appointments.get("/appointments", token=patient["token"], query={"start_date": "2027-01-06", "end_date": "2027-01-06"}).body
+    day = world.appointments.get(
+        "/appointments", token=patient["token"], query={"start_date": "2027-01-06", "end_date": "2027-01-06"}
+    ).body
     assert [x["id"] for x in day] == [a["id"]]
     theirs = world.appointments.get("/appointments", token=provider["token"]).body
     assert [x["id"] for x in theirs] == [a["id"], b["id"]]
@@ -358,10 +484,16 @@ def test_idempotent_reserve_replays_and_detects_reuse(world: World) -> None:
     reused = reserve(world, patient, provider, "2027-01-06T10:00:00Z", headers=key)
     assert (reused.status, reused.body["code"]) == (422, "idempotency_key_reused")
     confirm_key = {"Idempotency-Key": "confirm-" + uuid.uuid4().hex}
-    c1 = world.appointments.post("/appointments/confirm", json_body={"slot_id": first.body["id"]}, token=patient["token"], headers=confirm_key)
-    c2 = world.appointments.post("/appointments/confirm", json_body={"slot_id": first.body["id"]}, token=patient["token"], headers=confirm_key)
+    c1 = world.appointments.post(
+        "/appointments/confirm", json_body={"slot_id": first.body["id"]}, token=patient["token"], headers=confirm_key
+    )
+    c2 = world.appointments.post(
+        "/appointments/confirm", json_body={"slot_id": first.body["id"]}, token=patient["token"], headers=confirm_key
+    )
     assert c1.body == c2.body
-    assert reserve(world, patient, provider, "2027-01-06T11:00:00Z", headers={"Idempotency-Key": "x" * 256}).status == 422
+    assert (
+        reserve(world, patient, provider, "2027-01-06T11:00:00Z", headers={"Idempotency-Key": "x" * 256}).status == 422
+    )
 
 
 def test_idempotency_key_is_scoped_to_the_patient(world: World) -> None:
@@ -384,11 +516,27 @@ def test_availability_change_reports_conflicts_and_keeps_them(world: World) -> N
 def test_dst_in_new_york_keeps_nine_am_local(world: World) -> None:
     world.clock.current = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
     provider, patient = world.user("provider", timezone="America/New_York"), world.user("patient")
-    post_week(world, provider, {"general_schedule": {"start_date": "2027-03-10", "end_date": "2027-03-16",
-                                                     "times": [{"days": "M-Su", "start": "9am", "end": "9:15am"}]}})
-    listing = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"],
-                                  query={"start_date": "2027-03-13", "end_date": "2027-03-15"}).body
-    assert [s["start_time"] for s in listing] == ["2027-03-13T14:00:00Z", "2027-03-14T13:00:00Z", "2027-03-15T13:00:00Z"]
+    post_week(
+        world,
+        provider,
+        {
+            "general_schedule": {
+                "start_date": "2027-03-10",
+                "end_date": "2027-03-16",
+                "times": [{"days": "M-Su", "start": "9am", "end": "9:15am"}],
+            }
+        },
+    )
+    listing = world.providers.get(
+        f"/providers/{provider['id']}/time-slots",
+        token=patient["token"],
+        query={"start_date": "2027-03-13", "end_date": "2027-03-15"},
+    ).body
+    assert [s["start_time"] for s in listing] == [
+        "2027-03-13T14:00:00Z",
+        "2027-03-14T13:00:00Z",
+        "2027-03-15T13:00:00Z",
+    ]
 
 
 def test_dates_default_to_provider_local_today(world: World) -> None:
@@ -396,7 +544,11 @@ def test_dates_default_to_provider_local_today(world: World) -> None:
     world.clock.current = datetime(2027, 1, 6, 3, 0, tzinfo=UTC)
     world.settings(min_booking_notice_hours=0)
     provider, patient = world.user("provider", timezone="America/New_York"), world.user("patient")
-    post_week(world, provider, {"manual_appointment_slots": [{"date": "2027-01-05", "times": [{"start": "11pm", "end": "11:15pm"}]}]})
+    post_week(
+        world,
+        provider,
+        {"manual_appointment_slots": [{"date": "2027-01-05", "times": [{"start": "11pm", "end": "11:15pm"}]}]},
+    )
     listing = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"]).body
     assert [s["start_time"] for s in listing] == ["2027-01-06T04:00:00Z"]
     assert date(2027, 1, 6) - timedelta(days=1) == date(2027, 1, 5)

@@ -84,11 +84,19 @@ def test_only_the_newest_reset_link_works(ses_auth: FunctionClient) -> None:
     ses_auth.post("/password-reset/request", json_body={"email": user["email"]})
     ses_auth.post("/password-reset/request", json_body={"email": user["email"]})
     first, second = (token_from(m) for m in sent_messages() if user["email"] in m.destinations["ToAddresses"])
-    assert ses_auth.post("/password-reset/confirm", json_body={"token": first, "new_password": "new-password"}).status == 400
-    assert ses_auth.post("/password-reset/confirm", json_body={"token": second, "new_password": "new-password"}).status == 200
+    assert (
+        ses_auth.post("/password-reset/confirm", json_body={"token": first, "new_password": "new-password"}).status
+        == 400
+    )
+    assert (
+        ses_auth.post("/password-reset/confirm", json_body={"token": second, "new_password": "new-password"}).status
+        == 200
+    )
 
 
-@pytest.mark.parametrize("body", [{"token": "made-up", "new_password": "new-password"}, {"token": "", "new_password": "x"}])
+@pytest.mark.parametrize(
+    "body", [{"token": "made-up", "new_password": "new-password"}, {"token": "", "new_password": "x"}]
+)
 def test_bad_confirmations(ses_auth: FunctionClient, body: dict) -> None:
     response = ses_auth.post("/password-reset/confirm", json_body=body)
     assert response.status in (400, 422)

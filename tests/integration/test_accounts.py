@@ -136,7 +136,10 @@ def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None
         try:
             with runtime.transaction() as session:
                 AccountService(
-                    session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy,
+                    session,
+                    hasher=runtime.hasher,
+                    codec=runtime.token_codec(),
+                    policy=runtime.account_policy,
                     now=runtime.now(),
                 ).register(name="U", email=email.upper() if i % 2 else email, password="password1", role="patient")
             outcomes.append("created")
@@ -166,7 +169,9 @@ def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  #
         aws_settings = load_settings(database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn)
         runtime = Runtime(aws_settings)
         now = runtime.now()
-        token = runtime.token_codec().issue_access(user_id=1, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5))
+        token = runtime.token_codec().issue_access(
+            user_id=1, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5)
+        )
         # Rotate: the new key signs, the old one still verifies until it is removed.
         client.put_secret_value(SecretId=arn, SecretString=json.dumps({"keys": [new, old]}))
         parameters.clear_caches()

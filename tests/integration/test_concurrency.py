@@ -28,7 +28,11 @@ FIRST_SLOT = datetime(2027, 1, 6, 8, 0, tzinfo=UTC)
 def create_user(runtime: Runtime, role: str) -> tuple[int, str]:
     with runtime.transaction() as session:
         accounts = AccountService(
-            session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=runtime.now()
+            session,
+            hasher=runtime.hasher,
+            codec=runtime.token_codec(),
+            policy=runtime.account_policy,
+            now=runtime.now(),
         )
         user = accounts.register(name=role, email=unique_email(role), password="password1", role=role)
         token = runtime.token_codec().issue_access(
@@ -44,7 +48,9 @@ def open_all_weekdays(runtime: Runtime, provider_id: int) -> None:
     with runtime.transaction() as session:
         schedule = ProviderSchedule(session, policy=booking_policy(runtime.settings), now=runtime.now())
         provider = schedule.provider(provider_id)
-        schedule.post_availability(provider, provider_id, PostedAvailability(Availability((period,), {}, {}), touched, None))
+        schedule.post_availability(
+            provider, provider_id, PostedAvailability(Availability((period,), {}, {}), touched, None)
+        )
 
 
 @pytest.fixture
@@ -79,8 +85,10 @@ def test_fifty_patients_one_slot_exactly_one_winner_over_twenty_rounds(runtime_a
             start = (FIRST_SLOT + timedelta(minutes=15 * round_number)).isoformat()
             responses = run_together(
                 [
-                    lambda token=token: client.post(
-                        "/appointments/reserve", json_body={"provider_id": provider_id, "start_time": start}, token=token
+                    lambda token=token, start=start: client.post(
+                        "/appointments/reserve",
+                        json_body={"provider_id": provider_id, "start_time": start},
+                        token=token,
                     )
                     for _, token in patients
                 ]
@@ -97,7 +105,7 @@ def test_one_patient_racing_two_providers_gets_one_appointment(runtime_at_now: R
     providers = [create_user(runtime, "provider")[0] for _ in range(2)]
     for provider_id in providers:
         open_all_weekdays(runtime, provider_id)
-    patient_id, token = create_user(runtime, "patient")
+    _, token = create_user(runtime, "patient")
     clients = [FunctionClient(load_function("appointments")) for _ in range(2)]
     for client in clients:
         client.module.app.state.runtime.settings = runtime.settings
@@ -107,8 +115,10 @@ def test_one_patient_racing_two_providers_gets_one_appointment(runtime_at_now: R
             start = (FIRST_SLOT + timedelta(minutes=15 * round_number)).isoformat()
             responses = run_together(
                 [
-                    lambda client=client, provider_id=provider_id: client.post(
-                        "/appointments/reserve", json_body={"provider_id": provider_id, "start_time": start}, token=token
+                    lambda client=client, provider_id=provider_id, start=start: client.post(
+                        "/appointments/reserve",
+                        json_body={"provider_id": provider_id, "start_time": start},
+                        token=token,
                     )
                     for client, provider_id in zip(clients, providers, strict=True)
                 ]
@@ -143,7 +153,9 @@ def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(setti
                 appointment_id = appointment.id
             assert deadline is not None
 
-            def confirm(at: datetime = deadline - timedelta(microseconds=1), appointment_id: int = appointment_id) -> str:
+            def confirm(
+                at: datetime = deadline - timedelta(microseconds=1), appointment_id: int = appointment_id
+            ) -> str:
                 try:
                     with setup.transaction() as session:
                         holder = session.get_one(User, holder_id)
@@ -163,7 +175,11 @@ def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(setti
 
             confirm_result, reserve_result = run_together([confirm, rival_reserve])
             assert not (confirm_result == "confirmed" and reserve_result == "reserved"), trial
-            assert (confirm_result == "confirmed") != (reserve_result == "reserved"), (trial, confirm_result, reserve_result)
+            assert (confirm_result == "confirmed") != (reserve_result == "reserved"), (
+                trial,
+                confirm_result,
+                reserve_result,
+            )
             outcomes[f"{confirm_result}/{reserve_result}"] += 1
     finally:
         setup.engine.dispose()

@@ -23,9 +23,17 @@ def test_grace_period_is_a_float_so_tests_can_use_seconds() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("ACCESS_TOKEN_EXPIRE_MINUTES", "abc"), ("ACCESS_TOKEN_EXPIRE_MINUTES", "0"), ("CACHE_EXPIRY_SECONDS", "-1"),
-     ("MIN_BOOKING_NOTICE_HOURS", "soon"), ("MAX_BOOKING_HORIZON_DAYS", "0"), ("DATABASE_URL", "mysql://x/y"),
-     ("REDIS_URL", "http://cache"), ("APP_ENV", "staging"), ("CONFIRMATION_GRACE_PERIOD_MINUTES", "nan-ish")],
+    [
+        ("ACCESS_TOKEN_EXPIRE_MINUTES", "abc"),
+        ("ACCESS_TOKEN_EXPIRE_MINUTES", "0"),
+        ("CACHE_EXPIRY_SECONDS", "-1"),
+        ("MIN_BOOKING_NOTICE_HOURS", "soon"),
+        ("MAX_BOOKING_HORIZON_DAYS", "0"),
+        ("DATABASE_URL", "mysql://x/y"),
+        ("REDIS_URL", "http://cache"),
+        ("APP_ENV", "staging"),
+        ("CONFIRMATION_GRACE_PERIOD_MINUTES", "nan-ish"),
+    ],
 )
 def test_invalid_values_fail_naming_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+
 from reservations.local.gateway import (
     DEFAULT_ROUTE_KEY,
     MAX_PAYLOAD_BYTES,
@@ -37,7 +39,6 @@ from reservations.local.gateway import (
     scheduled_tasks,
     to_http_response,
 )
-from starlette.applications import Starlette
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "gateway"

@@ -40,9 +40,17 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     ServiceUnavailable: 503,
 }
 HTTP_CODES = {
-    400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable",
-    429: "too_many_requests", 503: "service_unavailable",
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "service_unavailable",
 }
 DATABASE_RETRY_AFTER_SECONDS = 5
 
@@ -54,7 +62,7 @@ def error_response(status: int, detail: str, code: str, headers: dict[str, str] 
 def _status_for(error: DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return 400
 
 
@@ -77,11 +85,15 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
-    if isinstance(error, DBAPIError) and not (error.connection_invalidated or isinstance(error, InterfaceError | OperationalError)):
+    if isinstance(error, DBAPIError) and not (
+        error.connection_invalidated or isinstance(error, InterfaceError | OperationalError)
+    ):
         raise error
     logger.error("database unavailable: %s", error.__class__.__name__, exc_info=error)
     return error_response(
-        503, "the database is unavailable; retry shortly", "database_unavailable",
+        503,
+        "the database is unavailable; retry shortly",
+        "database_unavailable",
         {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 

@@ -85,9 +85,7 @@ class AvailabilityIn(BaseModel):
                     WeeklyWindow(parse_days(item.days), parse_window(item.start, item.end)) for item in schedule.times
                 )
                 periods = (WeeklyPeriod(schedule.start_date, schedule.end_date, weekly),)
-                touched.update(
-                    schedule.start_date + dt.timedelta(days=offset) for offset in range(span)
-                )
+                touched.update(schedule.start_date + dt.timedelta(days=offset) for offset in range(span))
             exceptions = _dated(self.exceptions)
             manual = _dated(self.manual_appointment_slots)
         except AvailabilityError as error:
@@ -189,8 +187,12 @@ def appointment_out(appointment: Any, now: dt.datetime) -> AppointmentOut:
     from ..booking import effective_status
 
     return AppointmentOut(
-        id=appointment.id, slot_id=appointment.id, provider_id=appointment.provider_id,
-        patient_id=appointment.patient_id, start_time=appointment.start_time, end_time=appointment.end_time,
-        status=effective_status(appointment, now),  # type: ignore[arg-type]
+        id=appointment.id,
+        slot_id=appointment.id,
+        provider_id=appointment.provider_id,
+        patient_id=appointment.patient_id,
+        start_time=appointment.start_time,
+        end_time=appointment.end_time,
+        status=effective_status(appointment, now),
         expires_at=appointment.expires_at,
     )

@@ -66,7 +66,8 @@ def make_lambda_handler(app: FastAPI, *, function: str) -> LambdaHandler:
         response: dict[str, Any] = asgi(event, context)
         return response
 
-    return handler
+    wrapped: LambdaHandler = handler
+    return wrapped
 
 
 def decode_body(response: dict[str, Any]) -> bytes:

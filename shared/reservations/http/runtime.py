@@ -124,6 +124,8 @@ def _redis_outage(error: BaseException) -> None:
 
     logging.getLogger("reservations.cache").warning(
         "Redis unavailable (%s: %s); serving from Postgres, next attempt in %.0f s",
-        type(error).__name__, error, CIRCUIT_SECONDS,
+        type(error).__name__,
+        error,
+        CIRCUIT_SECONDS,
     )
     Metrics().add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 config = context.config
-database_url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+database_url = str(config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url"))
 
 # A transaction-level advisory lock keeps two concurrent deploys from migrating at once.
 MIGRATION_LOCK_ID = 827_361_002
