@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .availability import SLOT_MINUTES, generate_slots, slot_on_grid
 from .db import Appointment, IdempotencyRecord, User, sqlstate
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from .scheduling import BookingPolicy, ProviderSchedule, bump_slots_version
+from .scheduling import EARLIEST_DATE, LATEST_DATE, BookingPolicy, ProviderSchedule, bump_slots_version
 
 SLOT = timedelta(minutes=SLOT_MINUTES)
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -203,6 +203,11 @@ class BookingService:
             raise Forbidden("only patients and providers have appointments", code="wrong_role")
         owner = Appointment.patient_id if actor.role == "patient" else Appointment.provider_id
         query = select(Appointment).where(owner == actor.id)
+        for value in (first, last):
+            if value is not None and not EARLIEST_DATE <= value <= LATEST_DATE:
+                raise Unprocessable(
+                    f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}", code="invalid_date_range"
+                )
         if first and last and last < first:
             raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
         if first:

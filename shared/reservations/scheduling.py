@@ -26,6 +26,10 @@ from .errors import Forbidden, NotFound, Unprocessable
 
 ACTIVE_STATUSES = ("reserved", "confirmed")
 MAX_LISTING_DAYS = 31
+# Calendar bounds for every date a client sends: far enough for any real schedule, and
+# keeps date arithmetic (a day after the last) away from datetime's limits.
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
 DAY_CODES = ("M", "T", "W", "Th", "F", "Sa", "Su")
 
 Slot = tuple[datetime, datetime]
@@ -104,6 +108,27 @@ class SlotListing:
     slots: list[Slot]
     days_from_store: int
     days_total: int
+
+
+def check_listing_range(first: date, last: date) -> None:
+    for value in (first, last):
+        if not EARLIEST_DATE <= value <= LATEST_DATE:
+            raise Unprocessable(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}", code="invalid_date_range")
+    if last < first:
+        raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
+    if (last - first).days + 1 > MAX_LISTING_DAYS:
+        raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
+
+
+def default_range(first: date | None, last: date | None, today: date) -> tuple[date, date]:
+    """Today to today + 6 by default; an end alone counts back six days."""
+    if first is None and last is not None:
+        first = max(EARLIEST_DATE, last - timedelta(days=6)) if EARLIEST_DATE <= last <= LATEST_DATE else last
+    first = first or today
+    if last is None:
+        last = first + timedelta(days=6) if first <= LATEST_DATE - timedelta(days=6) else first
+    check_listing_range(first, last)
+    return first, last
 
 
 def local_day_range(first: date, last: date) -> list[date]:
@@ -294,13 +319,7 @@ class ProviderSchedule:
     def free_slots(self, provider_id: int, first: date | None, last: date | None) -> SlotListing:
         provider = self.provider(provider_id)
         zone = ZoneInfo(provider.timezone)
-        today = self.now.astimezone(zone).date()
-        first = first or today
-        last = last or (first + timedelta(days=6))
-        if last < first:
-            raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
-        if (last - first).days + 1 > MAX_LISTING_DAYS:
-            raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
+        first, last = default_range(first, last, self.now.astimezone(zone).date())
         days = local_day_range(first, last)
         # The version was read in this transaction's snapshot, like the data computed below,
         # so what we store is tagged with exactly the state it was computed from.
@@ -327,13 +346,7 @@ class ProviderSchedule:
     ) -> list[tuple[Appointment, str]]:
         provider = self.require_owner_or_admin(actor, provider_id)
         zone = ZoneInfo(provider.timezone)
-        today = self.now.astimezone(zone).date()
-        first = first or today
-        last = last or (first + timedelta(days=6))
-        if last < first:
-            raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
-        if (last - first).days + 1 > MAX_LISTING_DAYS:
-            raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
+        first, last = default_range(first, last, self.now.astimezone(zone).date())
         start = datetime.combine(first, time.min, zone)
         end = datetime.combine(last + timedelta(days=1), time.min, zone)
         appointments = self._active_appointments(provider_id, start, end)

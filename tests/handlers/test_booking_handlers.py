@@ -552,3 +552,64 @@ def test_dates_default_to_provider_local_today(world: World) -> None:
     listing = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"]).body
     assert [s["start_time"] for s in listing] == ["2027-01-06T04:00:00Z"]
     assert date(2027, 1, 6) - timedelta(days=1) == date(2027, 1, 5)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"start_date": "9999-12-31"},
+        {"end_date": "9999-12-31"},
+        {"start_date": "0001-01-01", "end_date": "0001-01-02"},
+        {"start_date": "2027-01-01", "end_date": "99999-01-01"},
+    ],
+)
+def test_extreme_dates_are_422_not_500(world: World, query: dict) -> None:
+    provider, patient = world.user("provider"), world.user("patient")
+    for path in (f"/providers/{provider['id']}/time-slots", f"/providers/{provider['id']}/booked-appointments"):
+        token = patient["token"] if "time-slots" in path else provider["token"]
+        assert world.providers.get(path, token=token, query=query).status == 422
+    assert world.appointments.get("/appointments", token=patient["token"], query=query).status == 422
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"general_schedule": {"start_date": "9999-12-01", "end_date": "9999-12-31", "times": []}},
+        {"exceptions": [{"date": "9999-12-31", "times": []}]},
+        {"manual_appointment_slots": [{"date": "0001-01-01", "times": [{"start": "9am", "end": "10am"}]}]},
+    ],
+)
+def test_extreme_availability_dates_are_422(world: World, body: dict) -> None:
+    provider = world.user("provider")
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=body, token=provider["token"]
+    )
+    assert response.status == 422
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"provider_id": 2**63, "start_time": "2027-01-06T09:00:00Z"},
+        {"provider_id": -1, "start_time": "2027-01-06T09:00:00Z"},
+        {"provider_id": 1, "start_time": "0001-01-01T00:00:00Z"},
+        {"provider_id": 1, "start_time": "9999-12-31T23:45:00Z"},
+        {"provider_id": "1; DROP TABLE users", "start_time": "2027-01-06T09:00:00Z"},
+        [],
+        "x",
+        {"slot_id": 1},
+    ],
+)
+def test_hostile_reserve_payloads_are_4xx(world: World, payload: object) -> None:
+    patient = world.user("patient")
+    response = world.appointments.post("/appointments/reserve", json_body=payload, token=patient["token"])
+    assert 400 <= response.status < 500, response.body
+
+
+def test_deeply_nested_json_is_rejected_cleanly(world: World) -> None:
+    patient = world.user("patient")
+    deep = "[" * 5000 + "]" * 5000
+    response = world.appointments.post(
+        "/appointments/reserve", raw_body=deep, token=patient["token"], headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status < 500

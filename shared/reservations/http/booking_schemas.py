@@ -17,7 +17,7 @@ from ..availability import (
     parse_days,
     parse_window,
 )
-from ..scheduling import PostedAvailability
+from ..scheduling import EARLIEST_DATE, LATEST_DATE, PostedAvailability
 
 MAX_ID = 2**63 - 1
 EntityId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -92,6 +92,8 @@ class AvailabilityIn(BaseModel):
             raise ValueError(str(error)) from None
         touched.update(exceptions)
         touched.update(manual)
+        if touched and not (EARLIEST_DATE <= min(touched) and max(touched) <= LATEST_DATE):
+            raise ValueError(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}")
         return PostedAvailability(Availability(periods, exceptions, manual), frozenset(touched), self.timezone)
 
 
