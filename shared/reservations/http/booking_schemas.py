@@ -92,7 +92,7 @@ class AvailabilityIn(BaseModel):
             raise ValueError(str(error)) from None
         touched.update(exceptions)
         touched.update(manual)
-        if touched and not (EARLIEST_DATE <= min(touched) and max(touched) <= LATEST_DATE):
+        if touched and not (min(touched) >= EARLIEST_DATE and max(touched) <= LATEST_DATE):
             raise ValueError(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}")
         return PostedAvailability(Availability(periods, exceptions, manual), frozenset(touched), self.timezone)
 
