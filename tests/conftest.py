@@ -123,9 +123,7 @@ def session(shared_engine) -> Iterator[Session]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def accounts(session: Session, runtime: Runtime, clock: Clock) -> AccountService:
-    return AccountService(
-        session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=clock()
-    )
+    return runtime.accounts(session, clock())
 
 
 def unique_email(prefix: str = "user") -> str:

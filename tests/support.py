@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ def load_function(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / name / "handler.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # as an import would: dataclasses and pydantic look it up
     spec.loader.exec_module(module)
     return module
 

@@ -4,115 +4,73 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from fastapi import Path, Query, status
+from fastapi import Depends, Path, Query, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from reservations.booking import IdempotencyStore, StoredResponse, request_fingerprint
+from reservations.booking import BookingService, IdempotencyStore, StoredResponse, request_fingerprint
 from reservations.db import Appointment, User
 from reservations.http.app import create_app
 from reservations.http.booking_deps import BookingDep, IdempotencyKey
 from reservations.http.booking_schemas import MAX_ID, AppointmentOut, ReserveIn, SlotRef, appointment_out
-from reservations.http.deps import CurrentUser, NowDep, RuntimeDep, SessionDep
+from reservations.http.deps import CurrentUser, NowDep, SessionDep
 from reservations.http.lambda_entry import make_lambda_handler
 
 app = create_app("Reservations appointments")
 
 
-def run_write(
-    *,
-    operation: str,
-    payload: dict[str, Any],
-    success_status: int,
-    key: str | None,
-    user: User,
-    session: Session,
-    runtime: Any,
-    now: dt.datetime,
-    action: Callable[[], Appointment],
-) -> JSONResponse:
-    """Execute a write once per Idempotency-Key and commit before answering."""
-    store = IdempotencyStore(session, now=now)
-    fingerprint = request_fingerprint(operation, payload)
-    if key is not None and (replay := store.begin(user.id, key, operation, fingerprint)) is not None:
-        return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})
-    appointment = action()
-    body = appointment_out(appointment, now).model_dump(mode="json")
-    if key is not None:
-        store.save(user.id, key, operation, fingerprint, StoredResponse(success_status, body))
-    session.commit()
-    return JSONResponse(body, status_code=success_status)
+@dataclass(frozen=True)
+class Write:
+    """What every write endpoint needs: the caller, the service and the transaction."""
+
+    user: User
+    booking: BookingService
+    session: Session
+    now: dt.datetime
+    idempotency_key: str | None
+
+    def run(
+        self, operation: str, body: BaseModel, success_status: int, action: Callable[[], Appointment]
+    ) -> JSONResponse:
+        """Execute once per Idempotency-Key and commit before answering."""
+        store = IdempotencyStore(self.session, now=self.now)
+        fingerprint = request_fingerprint(operation, body.model_dump(mode="json"))
+        key = self.idempotency_key
+        if key is not None and (replay := store.begin(self.user.id, key, operation, fingerprint)) is not None:
+            return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})
+        result = appointment_out(action(), self.now).model_dump(mode="json")
+        if key is not None:
+            store.save(self.user.id, key, operation, fingerprint, StoredResponse(success_status, result))
+        self.session.commit()
+        return JSONResponse(result, status_code=success_status)
+
+
+def write_context(
+    user: CurrentUser, booking: BookingDep, session: SessionDep, now: NowDep, idempotency_key: IdempotencyKey = None
+) -> Write:
+    return Write(user, booking, session, now, idempotency_key)
+
+
+WriteDep = Annotated[Write, Depends(write_context)]
 
 
 @app.post("/appointments/reserve", status_code=status.HTTP_201_CREATED, response_model=AppointmentOut)
-def reserve(
-    body: ReserveIn,
-    user: CurrentUser,
-    booking: BookingDep,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    now: NowDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    return run_write(
-        operation="reserve",
-        payload=body.model_dump(mode="json"),
-        success_status=201,
-        key=idempotency_key,
-        user=user,
-        session=session,
-        runtime=runtime,
-        now=now,
-        action=lambda: booking.reserve(user, body.provider_id, body.start_time),
-    )
+def reserve(body: ReserveIn, write: WriteDep) -> JSONResponse:
+    return write.run("reserve", body, 201, lambda: write.booking.reserve(write.user, body.provider_id, body.start_time))
 
 
 @app.post("/appointments/confirm", response_model=AppointmentOut)
-def confirm(
-    body: SlotRef,
-    user: CurrentUser,
-    booking: BookingDep,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    now: NowDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    return run_write(
-        operation="confirm",
-        payload=body.model_dump(mode="json"),
-        success_status=200,
-        key=idempotency_key,
-        user=user,
-        session=session,
-        runtime=runtime,
-        now=now,
-        action=lambda: booking.confirm(user, body.slot_id),
-    )
+def confirm(body: SlotRef, write: WriteDep) -> JSONResponse:
+    return write.run("confirm", body, 200, lambda: write.booking.confirm(write.user, body.slot_id))
 
 
 @app.post("/appointments/cancel", response_model=AppointmentOut)
-def cancel(
-    body: SlotRef,
-    user: CurrentUser,
-    booking: BookingDep,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    now: NowDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    return run_write(
-        operation="cancel",
-        payload=body.model_dump(mode="json"),
-        success_status=200,
-        key=idempotency_key,
-        user=user,
-        session=session,
-        runtime=runtime,
-        now=now,
-        action=lambda: booking.cancel(user, body.slot_id),
-    )
+def cancel(body: SlotRef, write: WriteDep) -> JSONResponse:
+    return write.run("cancel", body, 200, lambda: write.booking.cancel(write.user, body.slot_id))
 
 
 @app.get("/appointments", response_model=list[AppointmentOut])

@@ -64,7 +64,6 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from pydantic import EmailStr, TypeAdapter, ValidationError
 
-    from .accounts import AccountService
     from .errors import DomainError
     from .http.runtime import Runtime
 
@@ -77,13 +76,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     runtime = Runtime()
     try:
         with runtime.transaction() as session:
-            service = AccountService(
-                session,
-                hasher=runtime.hasher,
-                codec=runtime.token_codec(),
-                policy=runtime.account_policy,
-                now=runtime.now(),
-            )
+            service = runtime.accounts(session)
             user = service.create_first_admin(name=args.name, email=str(email), password=args.password)
             print(f"created admin {user.email} (id {user.id})")
     except DomainError as error:
@@ -124,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     # Local runs: no X-Ray daemon, human-readable Powertools output.
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
-    os.environ.setdefault("POWERTOOLS_DEV", "1")
+    # Locally there is no CloudWatch to receive metrics: don't print EMF blobs per request.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     parser = argparse.ArgumentParser(prog="python -m reservations")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(

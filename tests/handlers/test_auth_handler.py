@@ -106,17 +106,10 @@ def test_admin_creates_admin(auth: FunctionClient, admin_token: str) -> None:
 
 @pytest.fixture
 def admin_token(auth: FunctionClient, runtime) -> str:  # type: ignore[no-untyped-def]
-    from reservations.accounts import AccountService
 
     email, password = unique_email("admin"), "admin-password"
     with runtime.transaction() as session:
-        AccountService(
-            session,
-            hasher=runtime.hasher,
-            codec=runtime.token_codec(),
-            policy=runtime.account_policy,
-            now=runtime.now(),
-        ).create_first_admin(name="Admin", email=email, password=password)
+        runtime.accounts(session).create_first_admin(name="Admin", email=email, password=password)
     return str(auth.post("/token", form={"username": email, "password": password}).body["access_token"])
 
 

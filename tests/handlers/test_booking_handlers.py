@@ -250,17 +250,12 @@ def test_list_providers_is_admin_only_and_paginated(world: World, admin_token: s
 
 @pytest.fixture
 def admin_token(world: World, runtime) -> str:  # type: ignore[no-untyped-def]
-    from reservations.accounts import AccountService
 
     email = unique_email("admin")
     with runtime.transaction() as session:
-        AccountService(
-            session,
-            hasher=runtime.hasher,
-            codec=runtime.token_codec(),
-            policy=runtime.account_policy,
-            now=world.clock(),
-        ).create_first_admin(name="Admin", email=email, password="admin-password")
+        runtime.accounts(session, world.clock()).create_first_admin(
+            name="Admin", email=email, password="admin-password"
+        )
     return str(world.auth.post("/token", form={"username": email, "password": "admin-password"}).body["access_token"])
 
 

@@ -28,9 +28,7 @@ class Outbox(Mailer):
 
 
 def service(session: Session, runtime: Runtime, clock: Clock) -> AccountService:
-    return AccountService(
-        session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=clock()
-    )
+    return runtime.accounts(session, clock())
 
 
 def make_user(session: Session, runtime: Runtime, clock: Clock, role: str = "patient") -> tuple[str, str]:
@@ -135,13 +133,9 @@ def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None
         barrier.wait()
         try:
             with runtime.transaction() as session:
-                AccountService(
-                    session,
-                    hasher=runtime.hasher,
-                    codec=runtime.token_codec(),
-                    policy=runtime.account_policy,
-                    now=runtime.now(),
-                ).register(name="U", email=email.upper() if i % 2 else email, password="password1", role="patient")
+                runtime.accounts(session).register(
+                    name="U", email=email.upper() if i % 2 else email, password="password1", role="patient"
+                )
             outcomes.append("created")
         except Conflict:
             outcomes.append("conflict")

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from reservations.accounts import AccountService
 from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
 from reservations.booking import BookingService
 from reservations.db import User
@@ -27,13 +26,7 @@ FIRST_SLOT = datetime(2027, 1, 6, 8, 0, tzinfo=UTC)
 
 def create_user(runtime: Runtime, role: str) -> tuple[int, str]:
     with runtime.transaction() as session:
-        accounts = AccountService(
-            session,
-            hasher=runtime.hasher,
-            codec=runtime.token_codec(),
-            policy=runtime.account_policy,
-            now=runtime.now(),
-        )
+        accounts = runtime.accounts(session)
         user = accounts.register(name=role, email=unique_email(role), password="password1", role=role)
         token = runtime.token_codec().issue_access(
             user_id=user.id, role=role, token_version=0, now=runtime.now(), ttl=timedelta(hours=12)

@@ -42,9 +42,7 @@ NowDep = Annotated[datetime, Depends(get_now)]
 
 
 def account_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> AccountService:
-    return AccountService(
-        session, hasher=runtime.hasher, codec=runtime.token_codec(), policy=runtime.account_policy, now=now
-    )
+    return runtime.accounts(session, now)
 
 
 AccountsDep = Annotated[AccountService, Depends(account_service)]

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..accounts import AccountPolicy
+from ..accounts import AccountPolicy, AccountService
 from ..config import Settings, settings_from_environment
 from ..db import make_engine, session_scope
 from ..mail import LogMailer, Mailer, SesMailer
@@ -92,6 +92,11 @@ class Runtime:
 
         return SlotCache.from_url(
             self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=_redis_outage
+        )
+
+    def accounts(self, session: Session, now: datetime | None = None) -> AccountService:
+        return AccountService(
+            session, hasher=self.hasher, codec=self.token_codec(), policy=self.account_policy, now=now or self.now()
         )
 
     @cached_property
