@@ -1,0 +1,126 @@
+"""Postgres failing under the API: outages answer 503 with Retry-After, recovery needs no
+restart, and no confirmed appointment is lost or duplicated. The restarted server is a
+test-owned embedded Postgres, never the shared one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from reservations import migrations
+from tests.conftest import unique_email
+from tests.support import FunctionClient, load_function
+
+embedded = pytest.importorskip("reservations.local.embedded_postgres")
+
+DAY = (datetime.now(UTC) + timedelta(days=3)).date()
+WEEKLY = {"general_schedule": {"start_date": DAY.isoformat(), "end_date": DAY.isoformat(),
+                               "times": [{"days": "M-Su", "start": "9am", "end": "11am"}]}}
+
+
+class Api:
+    def __init__(self) -> None:
+        self.auth = FunctionClient(load_function("auth"))
+        self.providers = FunctionClient(load_function("providers"))
+        self.appointments = FunctionClient(load_function("appointments"))
+
+    def close(self) -> None:
+        for client in (self.auth, self.providers, self.appointments):
+            client.close()
+
+    def user(self, role: str) -> dict:
+        body = {"name": role, "email": unique_email(role), "password": "password1", "role": role}
+        created = self.auth.post("/register", json_body=body)
+        assert created.status == 201, created.body
+        token = self.auth.post("/token", form={"username": body["email"], "password": "password1"}).body["access_token"]
+        return {**created.body, "token": token}
+
+
+@pytest.fixture
+def own_postgres(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    data_dir = Path(tmp_path_factory.mktemp("pg")) / "data"
+    try:
+        server = embedded.start_embedded_postgres(data_dir)
+    except embedded.EmbeddedPostgresError as error:  # pragma: no cover - platform without pgserver
+        pytest.skip(f"embedded Postgres unavailable here: {error}")
+    url = server.url("faults")
+    migrations.create_database_if_missing(url)
+    migrations.upgrade(url)
+    previous = os.environ["DATABASE_URL"]
+    os.environ["DATABASE_URL"] = url
+    try:
+        yield data_dir, url
+    finally:
+        os.environ["DATABASE_URL"] = previous
+        embedded.stop_embedded_postgres(data_dir)
+
+
+@pytest.mark.slow
+def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: tuple[Path, str]) -> None:
+    data_dir, url = own_postgres
+    api = Api()
+    try:
+        provider, patient = api.user("provider"), api.user("patient")
+        posted = api.providers.post(f"/providers/{provider['id']}/availability", json_body=WEEKLY, token=provider["token"])
+        assert posted.status == 200
+        start = f"{DAY.isoformat()}T09:00:00Z"
+        held = api.appointments.post("/appointments/reserve", json_body={"provider_id": provider["id"], "start_time": start},
+                                     token=patient["token"])
+        assert held.status == 201
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+
+        # When Postgres goes away, every function answers 503 with Retry-After and a clear message.
+        embedded.stop_embedded_postgres(data_dir)
+        during = [
+            api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]}, token=patient["token"], headers=key),
+            api.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"]),
+            api.auth.post("/token", form={"username": "x@example.com", "password": "password1"}),
+            api.auth.get("/me", token=patient["token"]),
+        ]
+        for response in during:
+            assert response.status == 503, response.body
+            assert int(response.headers["retry-after"]) > 0
+            assert response.body == {"detail": "the database is unavailable; retry shortly", "code": "database_unavailable"}
+
+        # It comes back: the same containers recover by themselves.
+        embedded.start_embedded_postgres(data_dir)
+        confirmed = api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]},
+                                          token=patient["token"], headers=key)
+        assert confirmed.status == 200, confirmed.body
+        replay = api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]},
+                                       token=patient["token"], headers=key)
+        assert replay.body == confirmed.body
+    finally:
+        api.close()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT status, count(*) FROM appointments WHERE patient_id = :p GROUP BY status"), {"p": patient["id"]}
+        ).all()
+    engine.dispose()
+    assert rows == [("confirmed", 1)]
+
+
+def test_container_reused_after_its_connection_was_cut(database_url: str) -> None:
+    api = Api()
+    try:
+        patient = api.user("patient")
+        assert api.auth.get("/me", token=patient["token"]).status == 200
+        # Kill every server-side connection of the auth container (as a proxy or failover would).
+        runtime = api.auth.module.app.state.runtime
+        with runtime.engine.connect() as connection:
+            own_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        killer = create_engine(database_url)
+        with killer.connect() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own_pid}).scalar_one()
+        killer.dispose()
+        # The next request on the same warm container succeeds (pre-ping reconnects).
+        assert api.auth.get("/me", token=patient["token"]).status == 200
+    finally:
+        api.close()
