@@ -93,6 +93,7 @@ class BookingService:
                 or_(Appointment.provider_id == provider_id, Appointment.patient_id == patient.id),
                 Appointment.status == "reserved",
                 Appointment.expires_at <= self.now,
+                Appointment.start_time > start - SLOT,
                 Appointment.start_time < end,
                 Appointment.end_time > start,
             )

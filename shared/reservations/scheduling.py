@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .availability import (
@@ -33,6 +33,7 @@ LATEST_DATE = date(2199, 12, 31)
 DAY_CODES = ("M", "T", "W", "Th", "F", "Sa", "Su")
 
 Slot = tuple[datetime, datetime]
+SLOT_LENGTH = timedelta(minutes=SLOT_MINUTES)
 
 
 @dataclass(frozen=True)
@@ -238,12 +239,14 @@ class ProviderSchedule:
             )
             for period in availability.periods
         )
-        for kind, days in (("exception", availability.exceptions), ("manual", availability.manual)):
-            self.session.add_all(
-                AvailabilityDay(provider_id=provider_id, day=day, kind=kind, windows=[_window_json(w) for w in windows])
-                for day, windows in days.items()
-            )
         self.session.flush()
+        day_rows = [
+            {"provider_id": provider_id, "day": day, "kind": kind, "windows": [_window_json(w) for w in windows]}
+            for kind, days in (("exception", availability.exceptions), ("manual", availability.manual))
+            for day, windows in days.items()
+        ]
+        if day_rows:  # one multi-row INSERT: pg8000 would send executemany as a round trip per row
+            self.session.execute(insert(AvailabilityDay).values(day_rows))
 
     def post_availability(self, actor: User, provider_id: int, posted: PostedAvailability) -> PostResult:
         if actor.role != "provider" or actor.id != provider_id:
@@ -262,11 +265,13 @@ class ProviderSchedule:
         zone = ZoneInfo(provider.timezone)
         first, last = min(posted.touched), max(posted.touched)
         offered: set[datetime] = set()
-        slot_count = 0
-        for day in sorted(posted.touched):
-            starts = [start for start, _ in generate_slots(merged, zone, day, day)]
-            offered.update(starts)
-            slot_count += sum(1 for start in starts if start > self.now)
+        for run_first, run_last in _contiguous_runs(posted.touched):
+            offered.update(
+                start
+                for start, _ in generate_slots(merged, zone, run_first, run_last)
+                if _local_day(start, zone) in posted.touched
+            )
+        slot_count = sum(1 for start in offered if start > self.now)
         conflicts = [
             appointment
             for appointment in self._active_appointments(provider_id, *self._utc_bounds(zone, first, last))
@@ -283,18 +288,22 @@ class ProviderSchedule:
 
     def _active_appointments(self, provider_id: int, start: datetime, end: datetime) -> Sequence[Appointment]:
         return self.session.scalars(
-            select(Appointment)
-            .where(
-                Appointment.provider_id == provider_id,
-                Appointment.start_time < end,
-                Appointment.end_time > start,
-                or_(
-                    Appointment.status == "confirmed",
-                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
-                ),
-            )
-            .order_by(Appointment.start_time)
+            select(Appointment).where(self._active_between(provider_id, start, end)).order_by(Appointment.start_time)
         ).all()
+
+    def _active_between(self, provider_id: int, start: datetime, end: datetime) -> ColumnElement[bool]:
+        return and_(
+            Appointment.provider_id == provider_id,
+            # Appointments are one slot long, so this lower bound keeps the index scan to
+            # the window instead of the provider's whole history.
+            Appointment.start_time > start - SLOT_LENGTH,
+            Appointment.start_time < end,
+            Appointment.end_time > start,
+            or_(
+                Appointment.status == "confirmed",
+                and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+            ),
+        )
 
     def compute_days(self, provider: User, days: Sequence[date]) -> list[DaySlots]:
         """Offered and taken slots of each day, from Postgres (the source of truth)."""
@@ -309,11 +318,15 @@ class ProviderSchedule:
             if local in by_day:
                 by_day[local].append(start)
         taken: dict[date, dict[datetime, datetime | None]] = {day: {} for day in days}
-        for appointment in self._active_appointments(provider.id, *self._utc_bounds(zone, first, last)):
-            local = _local_day(appointment.start_time, zone)
+        rows = self.session.execute(
+            select(Appointment.start_time, Appointment.status, Appointment.expires_at).where(
+                self._active_between(provider.id, *self._utc_bounds(zone, first, last))
+            )
+        )
+        for start_time, status, expires_at in rows:
+            local = _local_day(start_time, zone)
             if local in taken:
-                until = None if appointment.status == "confirmed" else appointment.expires_at
-                taken[local][appointment.start_time] = until
+                taken[local][start_time] = None if status == "confirmed" else expires_at
         return [DaySlots(day, tuple(by_day[day]), taken[day]) for day in days]
 
     def free_slots(self, provider_id: int, first: date | None, last: date | None) -> SlotListing:
@@ -353,6 +366,16 @@ class ProviderSchedule:
         rows = self.session.execute(select(User.id, User.name).where(User.id.in_({a.patient_id for a in appointments})))
         names = {user_id: name for user_id, name in rows}
         return [(a, names.get(a.patient_id, "")) for a in appointments if start <= a.start_time < end]
+
+
+def _contiguous_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    runs: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def _local_day(instant: datetime, zone: ZoneInfo) -> date:

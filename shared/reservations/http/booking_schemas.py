@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..availability import (
     MAX_RANGE_DAYS,
@@ -54,13 +54,17 @@ class AvailabilityIn(BaseModel):
     exceptions: list[DatedTimes] = Field(default_factory=list, max_length=MAX_DATED_ENTRIES)
     manual_appointment_slots: list[DatedTimes] = Field(default_factory=list, max_length=MAX_DATED_ENTRIES)
     timezone: str | None = Field(default=None, max_length=64)
+    _domain: PostedAvailability = PrivateAttr()
 
     @model_validator(mode="after")
     def _check(self) -> AvailabilityIn:
-        self.to_domain()  # raises ValueError -> 422 with the message
+        self._domain = self._parse()  # raises ValueError -> 422 with the message
         return self
 
     def to_domain(self) -> PostedAvailability:
+        return self._domain
+
+    def _parse(self) -> PostedAvailability:
         if self.timezone is not None:
             from ..accounts import validate_timezone
             from ..errors import Unprocessable

@@ -1,0 +1,276 @@
+"""A Hypothesis state machine of providers, patients, holds, confirmations,
+cancellations, availability changes and a controllable clock, run against the real
+services on real Postgres and Redis. After every step: no two active appointments
+overlap, the listed free slots equal the model's, and the cache agrees with Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import text
+
+from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
+from reservations.booking import BookingService
+from reservations.db import User
+from reservations.errors import Conflict, NotFound
+from reservations.http.runtime import Runtime, booking_policy
+from reservations.scheduling import PostedAvailability, ProviderSchedule
+from reservations.slot_cache import SlotCache
+
+START = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+DAYS = (date(2027, 3, 3), date(2027, 3, 4))
+SLOTS_PER_DAY = 4  # 09:00-10:00 UTC
+SLOT = timedelta(minutes=15)
+HOLD_MINUTES = 10
+MAX_HOLDS = 2
+
+
+def slot_starts() -> list[datetime]:
+    return [datetime(d.year, d.month, d.day, 9, tzinfo=UTC) + i * SLOT for d in DAYS for i in range(SLOTS_PER_DAY)]
+
+
+@dataclass
+class ModelAppointment:
+    id: int
+    provider: int
+    patient: int
+    start: datetime
+    status: str
+    expires_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        return self.status == "confirmed" or (
+            self.status == "reserved" and self.expires_at is not None and self.expires_at > now
+        )
+
+
+class BookingMachine(RuleBasedStateMachine):
+    runtime: Runtime
+    cache: SlotCache
+
+    @initialize()
+    def create_people(self) -> None:
+        self.now = START
+        self.policy = booking_policy(
+            self.runtime.settings.model_copy(
+                update={
+                    "min_booking_notice_hours": 1,
+                    "max_booking_horizon_days": 30,
+                    "confirmation_grace_period_minutes": HOLD_MINUTES,
+                    "max_active_holds": MAX_HOLDS,
+                }
+            )
+        )
+        self.providers: list[int] = []
+        self.patients: list[int] = []
+        with self.runtime.transaction() as session:
+            for role, bucket, count in (("provider", self.providers, 2), ("patient", self.patients, 3)):
+                for _ in range(count):
+                    user = User(
+                        name=role,
+                        email=f"{role}-{uuid.uuid4().hex}@example.com",
+                        role=role,
+                        password_hash="x",
+                        token_version=0,
+                        timezone="UTC",
+                    )
+                    session.add(user)
+                    session.flush()
+                    bucket.append(user.id)
+        self.offered: dict[int, set[datetime]] = {p: set() for p in self.providers}
+        for provider in self.providers:
+            self._post(
+                provider,
+                Availability(
+                    (
+                        WeeklyPeriod(
+                            DAYS[0], DAYS[-1], (WeeklyWindow(parse_days("M-Su"), parse_window("9am", "10am")),)
+                        ),
+                    ),
+                    {},
+                    {},
+                ),
+                set(DAYS),
+            )
+            self.offered[provider] = set(slot_starts())
+        self.appointments: list[ModelAppointment] = []
+
+    def _post(self, provider: int, availability: Availability, touched: set[date]) -> None:
+        with self.runtime.transaction() as session:
+            schedule = ProviderSchedule(session, policy=self.policy, now=self.now)
+            actor = session.get_one(User, provider)
+            schedule.post_availability(actor, provider, PostedAvailability(availability, frozenset(touched), None))
+
+    def _booking(self, session):  # type: ignore[no-untyped-def]
+        return BookingService(session, policy=self.policy, now=self.now)
+
+    # --- rules ------------------------------------------------------------------------
+
+    @rule(patient=st.integers(0, 2), provider=st.integers(0, 1), slot=st.integers(0, len(DAYS) * SLOTS_PER_DAY - 1))
+    def reserve(self, patient: int, provider: int, slot: int) -> None:
+        patient_id, provider_id = self.patients[patient], self.providers[provider]
+        start = slot_starts()[slot]
+        active = [a for a in self.appointments if a.active(self.now)]
+        expected: set[str]
+        if start not in self.offered[provider_id]:
+            expected = {"slot_unavailable"}
+        elif sum(1 for a in active if a.patient == patient_id and a.status == "reserved") >= MAX_HOLDS:
+            expected = {"too_many_holds"}
+        else:
+            provider_taken = any(a.provider == provider_id and a.start == start for a in active)
+            patient_taken = any(a.patient == patient_id and a.start == start for a in active)
+            expected = ({"slot_unavailable"} if provider_taken else set()) | (
+                {"overlapping_appointment"} if patient_taken else set()
+            )
+            expected = expected or {"created"}
+        try:
+            with self.runtime.transaction() as session:
+                made = self._booking(session).reserve(session.get_one(User, patient_id), provider_id, start)
+                outcome, made_id, expires = "created", made.id, made.expires_at
+        except Conflict as error:
+            outcome = error.code
+        assert outcome in expected, (outcome, expected)
+        if outcome == "created":
+            for a in self.appointments:  # the lazy expirer marked stale holds on this range
+                if (
+                    a.status == "reserved"
+                    and not a.active(self.now)
+                    and a.start == start
+                    and (a.provider == provider_id or a.patient == patient_id)
+                ):
+                    a.status = "expired"
+            self.appointments.append(ModelAppointment(made_id, provider_id, patient_id, start, "reserved", expires))
+
+    @precondition(lambda self: bool(self.appointments))
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        appointment = data.draw(st.sampled_from(self.appointments))
+        if appointment.status == "confirmed" or (appointment.status == "reserved" and appointment.active(self.now)):
+            expected = "confirmed"
+        elif appointment.status == "cancelled":
+            expected = "appointment_cancelled"
+        else:
+            expected = "reservation_expired"
+        try:
+            with self.runtime.transaction() as session:
+                self._booking(session).confirm(session.get_one(User, appointment.patient), appointment.id)
+            outcome = "confirmed"
+        except Conflict as error:
+            outcome = error.code
+        assert outcome == expected, (outcome, expected, appointment)
+        if outcome == "confirmed":
+            appointment.status, appointment.expires_at = "confirmed", None
+
+    @precondition(lambda self: bool(self.appointments))
+    @rule(data=st.data(), by_provider=st.booleans())
+    def cancel(self, data: st.DataObject, by_provider: bool) -> None:
+        appointment = data.draw(st.sampled_from(self.appointments))
+        actor = appointment.provider if by_provider else appointment.patient
+        if appointment.active(self.now) or appointment.status == "cancelled":
+            expected = "cancelled"
+        else:
+            expected = "reservation_expired"
+        try:
+            with self.runtime.transaction() as session:
+                self._booking(session).cancel(session.get_one(User, actor), appointment.id)
+            outcome = "cancelled"
+        except Conflict as error:
+            outcome = error.code
+        assert outcome == expected, (outcome, expected, appointment)
+        if outcome == "cancelled":
+            appointment.status, appointment.expires_at = "cancelled", None
+
+    @rule(patient=st.integers(0, 2), appointment=st.integers(0, 50))
+    def strangers_get_not_found(self, patient: int, appointment: int) -> None:
+        patient_id = self.patients[patient]
+        owned = {a.id for a in self.appointments if a.patient == patient_id}
+        target = self.appointments[appointment % len(self.appointments)].id if self.appointments else 2**40
+        if target in owned:
+            return
+        with pytest.raises(NotFound), self.runtime.transaction() as session:
+            self._booking(session).confirm(session.get_one(User, patient_id), target)
+
+    @rule(minutes=st.integers(1, 12))
+    def time_passes(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+
+    @rule(provider=st.integers(0, 1), day=st.sampled_from(DAYS), off=st.booleans())
+    def change_availability(self, provider: int, day: date, off: bool) -> None:
+        provider_id = self.providers[provider]
+        windows = () if off else (parse_window("9am", "10am"),)
+        self._post(provider_id, Availability((), {day: windows}, {}), {day})
+        day_slots = {s for s in slot_starts() if s.date() == day}
+        self.offered[provider_id] = (self.offered[provider_id] - day_slots) | (set() if off else day_slots)
+
+    # --- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def no_overlaps_in_the_database(self) -> None:
+        if not hasattr(self, "providers"):
+            return
+        with self.runtime.transaction() as session:
+            clashes = session.execute(
+                text(
+                    """
+                    SELECT count(*) FROM appointments a JOIN appointments b
+                      ON a.id < b.id AND (a.provider_id = b.provider_id OR a.patient_id = b.patient_id)
+                     AND a.start_time < b.end_time AND b.start_time < a.end_time
+                    WHERE a.status IN ('reserved','confirmed') AND b.status IN ('reserved','confirmed')
+                      AND a.provider_id = ANY(:providers)
+                    """
+                ),
+                {"providers": self.providers},
+            ).scalar_one()
+        assert clashes == 0
+
+    @invariant()
+    def listed_slots_match_the_model_and_the_cache_agrees(self) -> None:
+        if not hasattr(self, "providers"):
+            return
+        earliest = self.now + self.policy.min_notice
+        for provider_id in self.providers:
+            taken = {a.start for a in self.appointments if a.provider == provider_id and a.active(self.now)}
+            expected = sorted(s for s in self.offered[provider_id] - taken if s >= earliest)
+            listings = []
+            for store in (self.cache, None):
+                with self.runtime.transaction() as session:
+                    schedule = ProviderSchedule(session, policy=self.policy, now=self.now, store=store)
+                    listings.append([s for s, _ in schedule.free_slots(provider_id, DAYS[0], DAYS[-1]).slots])
+            cached, fresh = listings
+            assert fresh == expected
+            assert cached == fresh
+
+
+@pytest.mark.slow
+def test_booking_state_machine(settings_fixture_runtime: Runtime) -> None:
+    BookingMachine.runtime = settings_fixture_runtime
+    BookingMachine.cache = SlotCache.from_url(settings_fixture_runtime.settings.redis_url, ttl_seconds=600)
+    run_state_machine_as_test(
+        BookingMachine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+
+
+@pytest.fixture
+def settings_fixture_runtime(settings) -> Runtime:  # type: ignore[no-untyped-def]
+    runtime = Runtime(settings)
+    yield runtime
+    runtime.engine.dispose()
