@@ -1,0 +1,360 @@
+"""Shared helpers of the bench suites: timing, percentiles, tables, a throwaway database,
+the bench environment and API Gateway v2 events for the real Lambda handlers.
+
+Timings use `time.perf_counter_ns`; every series starts with warm-up calls that are not
+recorded. Nothing here asserts a timing: suites report figures and ratios only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import importlib.util
+import io
+import json
+import math
+import os
+import platform
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlencode
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SERVER_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"  # the benches' own Redis database
+BENCH_SECRET = "bench-secret-key-that-is-long-enough-0123456789"  # noqa: S105 - local benches only
+
+Table = dict[str, Any]
+
+
+class SuiteSkipped(Exception):
+    """Raise from a suite's run() when it cannot run here (e.g. nothing built yet)."""
+
+
+# --- timing ----------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); q in 0..100."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock samples of one series, in nanoseconds."""
+
+    samples_ns: tuple[int, ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.samples_ns)
+
+    @property
+    def p50_ns(self) -> float:
+        return percentile(self.samples_ns, 50)
+
+    @property
+    def p99_ns(self) -> float:
+        return percentile(self.samples_ns, 99)
+
+    @property
+    def mean_ns(self) -> float:
+        return sum(self.samples_ns) / len(self.samples_ns) if self.samples_ns else math.nan
+
+    @property
+    def min_ns(self) -> float:
+        return min(self.samples_ns) if self.samples_ns else math.nan
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "runs": self.runs,
+            "p50_ms": self.p50_ns / 1e6,
+            "p99_ms": self.p99_ns / 1e6,
+            "mean_ms": self.mean_ns / 1e6,
+            "min_ms": self.min_ns / 1e6,
+        }
+
+
+def measure(call: Callable[[], object], *, runs: int, warmup: int = 3) -> Timing:
+    """Time `runs` calls after `warmup` unrecorded ones. The garbage collector stays on
+    (real requests pay for it too); a collection before the series starts it clean."""
+    for _ in range(warmup):
+        call()
+    gc.collect()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        started = clock()
+        call()
+        samples.append(clock() - started)
+    return Timing(tuple(samples))
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def ms(ns: float, digits: int = 2) -> str:
+    return f"{ns / 1e6:.{digits}f}"
+
+
+def us(ns: float, digits: int = 1) -> str:
+    return f"{ns / 1e3:.{digits}f}"
+
+
+def ratio(value: float, baseline: float) -> str:
+    """`value / baseline` as "1.8x" (two significant decimals below 10x)."""
+    if not baseline or math.isnan(value) or math.isnan(baseline):
+        return "n/a"
+    factor = value / baseline
+    return f"{factor:.2f}x" if factor < 10 else f"{factor:.0f}x"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], notes: str = "") -> Table:
+    return {"title": title, "columns": list(columns), "rows": [list(row) for row in rows], "notes": notes}
+
+
+def markdown(result: Table) -> str:
+    columns = [str(c) for c in result["columns"]]
+    rows = [["" if cell is None else str(cell).replace("|", "\\|") for cell in row] for row in result["rows"]]
+    lines = [f"### {result['title']}", "", "| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    if result.get("notes"):
+        lines.extend(["", str(result["notes"])])
+    return "\n".join(lines)
+
+
+# --- machine ---------------------------------------------------------------------------
+
+
+def server_url() -> str:
+    from reservations.config import normalise_database_url
+
+    return normalise_database_url(os.environ.get("BENCH_DATABASE_URL") or DEFAULT_SERVER_URL)
+
+
+def redis_url() -> str:
+    return os.environ.get("BENCH_REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def postgres_version(url: str | None = None) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url or server_url(), connect_args={"timeout": 5})
+    try:
+        with engine.connect() as connection:
+            return str(connection.execute(text("SHOW server_version")).scalar())
+    except Exception as error:
+        return f"unavailable ({type(error).__name__})"
+    finally:
+        engine.dispose()
+
+
+def redis_version(url: str | None = None) -> str:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url or redis_url(), socket_connect_timeout=2)
+        try:
+            return str(client.info("server")["redis_version"])
+        finally:
+            client.close()
+    except Exception as error:
+        return f"unavailable ({type(error).__name__})"
+
+
+def machine_info() -> dict[str, Any]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "python": platform.python_version(),
+        "postgres": postgres_version(),
+        "redis": redis_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+# --- database and environment ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "reservations_bench") -> Iterator[str]:
+    """A new, migrated database on the bench server, dropped on exit (even on errors)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from reservations import migrations
+
+    server = make_url(server_url())
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrations.create_database_if_missing(url)
+        migrations.upgrade(url)
+        yield url
+    finally:
+        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+
+
+@contextlib.contextmanager
+def patched_environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, restore the previous ones after, and
+    clear the cached settings both ways so handlers loaded inside see the new values."""
+    from reservations.config import settings_from_environment
+
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    settings_from_environment.cache_clear()
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        settings_from_environment.cache_clear()
+
+
+def bench_environment(database_url: str, *, redis: str = "", **extra: str) -> dict[str, str]:
+    """Variables for handlers under bench: local app env, no X-Ray, cheap password hashing
+    (only fixture users are hashed; no timed path hashes a password)."""
+    return {
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis,
+        "JWT_SECRET_KEY": BENCH_SECRET,
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "ReservationsBench",
+        "POWERTOOLS_SERVICE_NAME": "reservations",
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        **extra,
+    }
+
+
+# --- Lambda handlers -------------------------------------------------------------------
+
+
+def load_function(name: str) -> ModuleType:
+    """Import functions/<name>/handler.py as a new module: one call = one cold container."""
+    from reservations.config import settings_from_environment
+
+    settings_from_environment.cache_clear()
+    spec = importlib.util.spec_from_file_location(
+        f"bench_fn_{name}_{uuid.uuid4().hex}", REPO / "functions" / name / "handler.py"
+    )
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"functions/{name}/handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def release_function(module: ModuleType) -> None:
+    """Dispose a loaded function's connection pool, as a recycled container would."""
+    runtime = module.app.state.runtime
+    if "engine" in runtime.__dict__:
+        runtime.engine.dispose()
+
+
+_SAMPLE_EVENT: dict[str, Any] | None = None
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    token: str | None = None,
+    query: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event, built from events/http-api-request.json."""
+    global _SAMPLE_EVENT  # noqa: PLW0603 - read once, lazily
+    if _SAMPLE_EVENT is None:
+        _SAMPLE_EVENT = json.loads((REPO / "events" / "http-api-request.json").read_text())
+    event = copy.deepcopy(_SAMPLE_EVENT)
+    headers = dict(event["headers"])
+    body = "" if json_body is None else json.dumps(json_body)
+    if json_body is not None:
+        headers["content-type"] = "application/json"
+    headers["content-length"] = str(len(body.encode()))
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    route = f"{method} {path}"
+    event.update(
+        routeKey=route,
+        rawPath=path,
+        rawQueryString=urlencode(query or {}),
+        headers=headers,
+        queryStringParameters=query or {},
+        body=body,
+        isBase64Encoded=False,
+    )
+    event["requestContext"].update(routeKey=route, requestId=uuid.uuid4().hex)
+    event["requestContext"]["http"].update(method=method, path=path)
+    return event
+
+
+class LambdaContext:
+    function_name = "bench-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
+    aws_request_id = "bench-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Swallow what the handlers print (Powertools' EMF metrics line) and its warnings,
+    so the bench output stays readable; the printing itself still happens."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+_CONTEXT = LambdaContext()
+
+
+def invoke(handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any]) -> dict[str, Any]:
+    """Call a handler the way the Lambda runtime does (the event is not modified)."""
+    return handler(event, _CONTEXT)
