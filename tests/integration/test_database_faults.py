@@ -20,8 +20,13 @@ from tests.support import FunctionClient, load_function
 embedded = pytest.importorskip("reservations.local.embedded_postgres")
 
 DAY = (datetime.now(UTC) + timedelta(days=3)).date()
-WEEKLY = {"general_schedule": {"start_date": DAY.isoformat(), "end_date": DAY.isoformat(),
-                               "times": [{"days": "M-Su", "start": "9am", "end": "11am"}]}}
+WEEKLY = {
+    "general_schedule": {
+        "start_date": DAY.isoformat(),
+        "end_date": DAY.isoformat(),
+        "times": [{"days": "M-Su", "start": "9am", "end": "11am"}],
+    }
+}
 
 
 class Api:
@@ -67,18 +72,25 @@ def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: 
     api = Api()
     try:
         provider, patient = api.user("provider"), api.user("patient")
-        posted = api.providers.post(f"/providers/{provider['id']}/availability", json_body=WEEKLY, token=provider["token"])
+        posted = api.providers.post(
+            f"/providers/{provider['id']}/availability", json_body=WEEKLY, token=provider["token"]
+        )
         assert posted.status == 200
         start = f"{DAY.isoformat()}T09:00:00Z"
-        held = api.appointments.post("/appointments/reserve", json_body={"provider_id": provider["id"], "start_time": start},
-                                     token=patient["token"])
+        held = api.appointments.post(
+            "/appointments/reserve",
+            json_body={"provider_id": provider["id"], "start_time": start},
+            token=patient["token"],
+        )
         assert held.status == 201
         key = {"Idempotency-Key": uuid.uuid4().hex}
 
         # When Postgres goes away, every function answers 503 with Retry-After and a clear message.
         embedded.stop_embedded_postgres(data_dir)
         during = [
-            api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]}, token=patient["token"], headers=key),
+            api.appointments.post(
+                "/appointments/confirm", json_body={"slot_id": held.body["id"]}, token=patient["token"], headers=key
+            ),
             api.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"]),
             api.auth.post("/token", form={"username": "x@example.com", "password": "password1"}),
             api.auth.get("/me", token=patient["token"]),
@@ -86,22 +98,28 @@ def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: 
         for response in during:
             assert response.status == 503, response.body
             assert int(response.headers["retry-after"]) > 0
-            assert response.body == {"detail": "the database is unavailable; retry shortly", "code": "database_unavailable"}
+            assert response.body == {
+                "detail": "the database is unavailable; retry shortly",
+                "code": "database_unavailable",
+            }
 
         # It comes back: the same containers recover by themselves.
         embedded.start_embedded_postgres(data_dir)
-        confirmed = api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]},
-                                          token=patient["token"], headers=key)
+        confirmed = api.appointments.post(
+            "/appointments/confirm", json_body={"slot_id": held.body["id"]}, token=patient["token"], headers=key
+        )
         assert confirmed.status == 200, confirmed.body
-        replay = api.appointments.post("/appointments/confirm", json_body={"slot_id": held.body["id"]},
-                                       token=patient["token"], headers=key)
+        replay = api.appointments.post(
+            "/appointments/confirm", json_body={"slot_id": held.body["id"]}, token=patient["token"], headers=key
+        )
         assert replay.body == confirmed.body
     finally:
         api.close()
     engine = create_engine(url)
     with engine.connect() as connection:
         rows = connection.execute(
-            text("SELECT status, count(*) FROM appointments WHERE patient_id = :p GROUP BY status"), {"p": patient["id"]}
+            text("SELECT status, count(*) FROM appointments WHERE patient_id = :p GROUP BY status"),
+            {"p": patient["id"]},
         ).all()
     engine.dispose()
     assert rows == [("confirmed", 1)]
