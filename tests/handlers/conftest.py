@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import unique_email
+from tests.conftest import Clock, unique_email
+from tests.handlers.world import World
 from tests.support import FunctionClient, load_function
 
 
@@ -34,3 +36,11 @@ def login(auth: FunctionClient) -> Callable[[dict], dict]:
         return response.body
 
     return _login
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    created = World(Clock(datetime(2027, 1, 4, 12, 0, tzinfo=UTC)))
+    yield created
+    for client in (created.auth, created.providers, created.appointments):
+        client.close()
