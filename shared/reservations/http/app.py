@@ -98,13 +98,44 @@ async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _database_rejected(request: Request, error: Exception) -> JSONResponse:
+    """Values the database refuses (a NUL byte in text, an out-of-range number) are the
+    client's mistake: 422, not 500. Anything else from the driver is a real fault."""
+    from ..db import sqlstate
+
+    assert isinstance(error, DBAPIError)
+    state = sqlstate(error) or ""
+    if state.startswith("22"):
+        return error_response(422, "the request contains a value that cannot be stored", "invalid_value")
+    if error.connection_invalidated:
+        return await _database_unavailable(request, error)
+    return await _unexpected(request, error)
+
+
 async def _unexpected(_: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
     return error_response(500, "internal server error", "internal_error")
 
 
+def _documented_errors() -> dict[int | str, dict[str, Any]]:
+    from .schemas import ErrorBody, UnprocessableBody
+
+    descriptions = {
+        400: "Rejected by a business rule", 401: "Missing, invalid or expired token", 403: "Wrong role or not yours",
+        404: "Not found", 409: "Conflicts with the current state", 413: "Body over 64 KiB",
+        429: "Too many attempts (see Retry-After)", 503: "Database unavailable (see Retry-After)",
+    }
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()
+    }
+    documented[422] = {"model": UnprocessableBody, "description": "Invalid request"}
+    return documented
+
+
 def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> FastAPI:
     app = FastAPI(title=title, version="1.0.0", **kwargs)
+    # Every route documents the error envelope, so the OpenAPI document describes every answer.
+    app.router.responses = _documented_errors()
     # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
     app.state.runtime = runtime or Runtime()
     app.add_exception_handler(DomainError, _domain_error)
@@ -112,6 +143,7 @@ def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> 
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_rejected)
     app.add_exception_handler(Exception, _unexpected)
     _ = RequestValidationError  # FastAPI's default 422 body is kept on purpose
     return app

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from ..accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 Password = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+
+
+def _printable(value: str) -> str:
+    if any(ord(character) < 32 or ord(character) == 127 for character in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# Names are shown to other users: no NUL (Postgres cannot store it) and no control characters.
+DisplayText = Annotated[str, AfterValidator(_printable)]
 
 
 class ErrorBody(BaseModel):
@@ -16,10 +26,23 @@ class ErrorBody(BaseModel):
     code: str
 
 
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class UnprocessableBody(BaseModel):
+    """FastAPI's schema-error list, or our `{detail, code}` for rules beyond the schema."""
+
+    detail: list[ValidationIssue] | str
+    code: str | None = None
+
+
 class RegisterRequest(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayText = Field(min_length=1, max_length=200)
     email: EmailStr = Field(max_length=320)
     password: str = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
     role: Literal["patient", "provider", "admin"]

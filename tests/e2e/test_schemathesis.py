@@ -1,0 +1,214 @@
+"""Schemathesis against the merged OpenAPI document, over HTTP through the local gateway,
+as a signed-out client and as a patient, a provider and an admin: no 5xx, and every
+answer's status, content type and body match the document. Then a stateful run that
+chains operations through OpenAPI links (register -> token, reserve -> confirm -> cancel,
+provider -> slots)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from reservations.local.gateway import clear_handler_cache, create_app, run_in_thread
+from tests.conftest import REPO, unique_email
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+ROLES = ("nobody", "patient", "provider", "admin")
+
+
+def merged_document() -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location("openapi_script", REPO / "scripts" / "openapi.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    document: dict[str, Any] = module.merged_document()
+    return document
+
+
+@dataclass
+class Live:
+    base_url: str
+    tokens: dict[str, str]
+    provider_id: int
+
+    def headers(self, role: str) -> dict[str, str]:
+        token = self.tokens.get(role)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@pytest.fixture(scope="module")
+def live(database_url: str, runtime_for_module) -> Iterator[Live]:  # type: ignore[no-untyped-def]
+    clear_handler_cache()
+    with run_in_thread(create_app(REPO / "template.yaml")) as base_url, httpx.Client(base_url=base_url) as client:
+        tokens: dict[str, str] = {}
+        ids: dict[str, int] = {}
+        for role in ("patient", "provider"):
+            email = unique_email(role)
+            body = {"name": role, "email": email, "password": "password1", "role": role}
+            ids[role] = client.post("/register", json=body).json()["id"]
+            tokens[role] = client.post("/token", data={"username": email, "password": "password1"}).json()[
+                "access_token"
+            ]
+        admin_email = unique_email("admin")
+        with runtime_for_module.transaction() as session:
+            runtime_for_module.accounts(session).create_first_admin(name="A", email=admin_email, password="password1")
+        tokens["admin"] = client.post("/token", data={"username": admin_email, "password": "password1"}).json()[
+            "access_token"
+        ]
+        day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+        client.post(
+            f"/providers/{ids['provider']}/availability",
+            json={
+                "general_schedule": {
+                    "start_date": day,
+                    "end_date": day,
+                    "times": [{"days": "M-Su", "start": "9am", "end": "5pm"}],
+                }
+            },
+            headers={"Authorization": f"Bearer {tokens['provider']}"},
+        )
+        yield Live(base_url, tokens, ids["provider"])
+    clear_handler_cache()
+
+
+@pytest.fixture(scope="module")
+def runtime_for_module(settings):  # type: ignore[no-untyped-def]
+    from reservations.http.runtime import Runtime
+
+    runtime = Runtime(settings)
+    yield runtime
+    runtime.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api_schema(live: Live) -> schemathesis.BaseSchema:
+    document = merged_document()
+    add_links(document)
+    schema = schemathesis.openapi.from_dict(document)
+    schema.config.update(base_url=live.base_url)
+    return schema
+
+
+def add_links(document: dict[str, Any]) -> None:
+    """OpenAPI links for the booking journey, so the stateful run chains real ids."""
+
+    def link(path: str, method: str, status: str, name: str, target: dict[str, Any]) -> None:
+        response = document["paths"][path][method]["responses"].setdefault(status, {"description": "ok"})
+        response.setdefault("links", {})[name] = target
+
+    def operation_id(path: str, method: str) -> str:
+        return str(document["paths"][path][method]["operationId"])
+
+    slot = {"requestBody": {"slot_id": "$response.body#/slot_id"}}
+    link(
+        "/appointments/reserve",
+        "post",
+        "201",
+        "Confirm",
+        {"operationId": operation_id("/appointments/confirm", "post"), **slot},
+    )
+    link(
+        "/appointments/reserve",
+        "post",
+        "201",
+        "Cancel",
+        {"operationId": operation_id("/appointments/cancel", "post"), **slot},
+    )
+    link(
+        "/appointments/confirm",
+        "post",
+        "200",
+        "CancelConfirmed",
+        {"operationId": operation_id("/appointments/cancel", "post"), **slot},
+    )
+    link(
+        "/appointments/reserve",
+        "post",
+        "201",
+        "Read",
+        {
+            "operationId": operation_id("/appointments/{appointment_id}", "get"),
+            "parameters": {"appointment_id": "$response.body#/id"},
+        },
+    )
+    link(
+        "/register",
+        "post",
+        "201",
+        "Slots",
+        {
+            "operationId": operation_id("/providers/{provider_id}/time-slots", "get"),
+            "parameters": {"provider_id": "$response.body#/id"},
+        },
+    )
+
+
+def test_every_operation_for_every_role(api_schema: schemathesis.BaseSchema, live: Live) -> None:
+    # Driven through Hypothesis directly: schemathesis' pytest plugin predates pytest 9.
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert len(operations) >= 16
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case: schemathesis.Case) -> None:
+            for role in ROLES:
+                case.call_and_validate(headers=live.headers(role), checks=CHECKS, timeout=30)
+
+        fuzz()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ROLES)
+def test_stateful_journeys(role: str, live: Live, tmp_path: Path) -> None:
+    # The CLI's stateful engine copes with a live API deciding which links open (Hypothesis'
+    # own state machine replays cannot); it exits non-zero on any failed check.
+    document = merged_document()
+    add_links(document)
+    schema_file = tmp_path / "openapi.json"
+    schema_file.write_text(json.dumps(document))
+    headers = ["-H", f"Authorization: Bearer {live.tokens[role]}"] if role in live.tokens else []
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            str(schema_file),
+            f"--url={live.base_url}",
+            "--phases=stateful",
+            f"--checks={','.join(check.__name__ for check in CHECKS)}",
+            "--max-examples=25",
+            "--max-time=25",
+            "--request-timeout=30",
+            "--seed=1",
+            "--no-color",
+            *headers,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    covered = re.search(r"API Links:\s+(\d+) covered", result.stdout)
+    assert covered and int(covered.group(1)) > 0, result.stdout[-3000:]  # journeys really chained
+    print(result.stdout[-1500:])
