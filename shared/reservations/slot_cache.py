@@ -15,6 +15,7 @@ once per period and counted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -66,16 +67,21 @@ def encode_day(day: DaySlots, version: int) -> str:
 
 
 def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
-    """Raises ValueError (or KeyError/TypeError) on anything malformed."""
-    document = json.loads(raw)
-    starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
-    taken = {
-        datetime.fromtimestamp(int(start), UTC): (
-            datetime.fromtimestamp(int(until), UTC) if until is not None else None
-        )
-        for start, until in document["taken"].items()
-    }
-    return int(document["version"]), DaySlots(day, starts, taken)
+    """Raises ValueError on anything malformed, whatever the malformation."""
+    try:
+        document = json.loads(raw)
+        starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
+        taken = {
+            datetime.fromtimestamp(int(start), UTC): (
+                datetime.fromtimestamp(int(until), UTC) if until is not None else None
+            )
+            for start, until in document["taken"].items()
+        }
+        return int(document["version"]), DaySlots(day, starts, taken)
+    except Exception as error:
+        # Garbage can fail in many ways: `taken` as a list (AttributeError), a timestamp
+        # past time_t (OverflowError, or OSError on Linux), ... All of them are a miss.
+        raise ValueError(f"malformed cached day {day.isoformat()}: {type(error).__name__}") from error
 
 
 class CircuitBreaker:
@@ -103,7 +109,10 @@ class CircuitBreaker:
             already_open = self.is_open
             self._open_until = self.clock() + self.open_seconds
         if not already_open:
-            self.on_open(error)
+            try:
+                self.on_open(error)
+            except Exception:  # reporting an outage must never turn it into a failed request
+                logger.exception("outage hook failed")
 
 
 class SlotCache:
@@ -134,7 +143,9 @@ class SlotCache:
             retry_on_timeout=False,
             health_check_interval=0,
         )
-        breaker = CircuitBreaker(open_seconds=circuit_seconds, on_open=on_open or _log_outage)
+        breaker = CircuitBreaker(
+            open_seconds=circuit_seconds, on_open=on_open or functools.partial(_log_outage, seconds=circuit_seconds)
+        )
         return cls(client, ttl_seconds=ttl_seconds, breaker=breaker)
 
     def _guarded(self, operation: Callable[[], Any], default: Any) -> Any:
@@ -197,10 +208,10 @@ class SlotCache:
             self.client.delete(*keys)
 
 
-def _log_outage(error: BaseException) -> None:
+def _log_outage(error: BaseException, *, seconds: float = CIRCUIT_SECONDS) -> None:
     logger.warning(
         "Redis unavailable (%s: %s); serving slots from Postgres and retrying Redis in %.0f s",
         type(error).__name__,
         error,
-        CIRCUIT_SECONDS,
+        seconds,
     )

@@ -1,0 +1,361 @@
+"""The Redis slot cache against real Redis and Postgres: read-through, version tags that
+make stale values misses (including the stale-set race), hold expiry by time on cached
+days, corrupt values, and Redis outages that cost one short attempt per circuit period."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reservations.config import Settings
+from reservations.http.runtime import Runtime
+from reservations.scheduling import DaySlots
+from reservations.slot_cache import (
+    CIRCUIT_SECONDS,
+    CONNECT_TIMEOUT_SECONDS,
+    READ_TIMEOUT_SECONDS,
+    SlotCache,
+    day_key,
+    decode_day,
+)
+from tests.cache_world import (
+    NOW,
+    SLOT,
+    WEEK,
+    WriteBeforePut,
+    cancel,
+    close_day,
+    confirm,
+    create_user,
+    hold,
+    listing,
+    open_weekdays,
+    slots_version,
+)
+from tests.conftest import Clock
+from tests.redis_server import FakeMonotonic, HangingServer, RedisServer
+
+WEDNESDAY = SLOT.date()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def runtime_at_now(settings: Settings, clock: Clock) -> Iterator[Runtime]:
+    runtime = Runtime(settings.model_copy(update={"max_active_holds": 100}), clock=clock)
+    yield runtime
+    runtime.engine.dispose()
+
+
+@pytest.fixture
+def cache(settings: Settings) -> Iterator[SlotCache]:
+    """The suite's Redis database (13), as the functions would use it."""
+    slot_cache = SlotCache.from_url(settings.redis_url, ttl_seconds=600)
+    yield slot_cache
+    slot_cache.client.close()
+
+
+@pytest.fixture
+def provider(runtime_at_now: Runtime) -> int:
+    provider_id, _ = create_user(runtime_at_now, "provider")
+    open_weekdays(runtime_at_now, provider_id)
+    return provider_id
+
+
+@pytest.fixture
+def patient(runtime_at_now: Runtime) -> int:
+    return create_user(runtime_at_now, "patient")[0]
+
+
+def offered(slots: list[tuple[datetime, datetime]]) -> set[datetime]:
+    return {start for start, _ in slots}
+
+
+# --- values in Redis ------------------------------------------------------------------------
+
+
+def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -> None:
+    start = datetime(2027, 1, 6, 9, 0, tzinfo=UTC)
+    day = DaySlots(
+        WEDNESDAY,
+        (start, start + timedelta(minutes=15), start + timedelta(minutes=30)),
+        {start: start + timedelta(hours=1), start + timedelta(minutes=15): None},
+    )
+    provider_id = 990_000_000 + int(time.time() * 1000) % 1_000_000
+
+    cache.put_days(provider_id, [day], version=7)
+
+    assert cache.get_days(provider_id, [WEDNESDAY], version=7) == {WEDNESDAY: day}
+    # A value computed from another version of the provider's data is a miss.
+    assert cache.get_days(provider_id, [WEDNESDAY], version=8) == {}
+    key = f"provider:{provider_id}:timeslots:2027-01-06"
+    assert day_key(provider_id, WEDNESDAY) == key
+    assert 0 < cache.client.ttl(key) <= 600
+    stored = json.loads(cache.client.get(key))
+    assert stored["version"] == 7
+    assert decode_day(cache.client.get(key), WEDNESDAY) == (7, day)
+    cache.client.delete(key)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"not json at all",
+        b"\xff\xfe\x00",
+        b"[]",
+        b"42",
+        b'{"starts": []}',
+        b'{"version": "x", "starts": [], "taken": {}}',
+        b'{"version": VERSION, "starts": [], "taken": []}',
+        b'{"version": VERSION, "starts": [1e400], "taken": {}}',
+        b'{"version": VERSION, "starts": [99999999999999999], "taken": {}}',
+        b'{"version": VERSION, "starts": [-1000000000000000], "taken": {}}',
+        b'{"version": VERSION, "starts": [], "taken": {"1": 1e30}}',
+    ],
+)
+def test_a_corrupt_value_is_a_miss_and_the_listing_still_answers(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int, garbage: bytes
+) -> None:
+    # Given: a correct listing, then one cached day replaced by garbage (even garbage
+    # carrying the current version)
+    expected = listing(runtime_at_now, cache, provider).slots
+    version = slots_version(runtime_at_now, provider)
+    cache.client.set(day_key(provider, WEDNESDAY), garbage.replace(b"VERSION", str(version).encode()))
+
+    # When / Then: that day is recomputed, the others still come from the cache
+    again = listing(runtime_at_now, cache, provider)
+    assert again.slots == expected
+    assert again.days_from_store == 6
+    assert cache.get_days(provider, [WEDNESDAY], version) != {}  # the recomputed day was stored back
+
+
+# --- read-through and freshness ---------------------------------------------------------------
+
+
+def test_read_through_fills_the_cache_and_then_serves_from_it(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int
+) -> None:
+    first = listing(runtime_at_now, cache, provider)
+    assert (first.days_from_store, first.days_total) == (0, 7)
+    assert SLOT in offered(first.slots)
+
+    second = listing(runtime_at_now, cache, provider)
+    assert (second.days_from_store, second.days_total) == (7, 7)
+    assert second.slots == first.slots
+
+    # Overlapping range: Thursday to Sunday are cached, the following Monday to Wednesday are not.
+    shifted = listing(runtime_at_now, cache, provider, WEEK[3], WEEK[3] + timedelta(days=6))
+    assert (shifted.days_from_store, shifted.days_total) == (4, 7)
+
+
+def test_each_committed_write_makes_the_providers_cached_days_a_miss(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, clock: Clock
+) -> None:
+    other_provider, _ = create_user(runtime_at_now, "provider")
+    open_weekdays(runtime_at_now, other_provider)
+    listing(runtime_at_now, cache, other_provider)
+
+    def warm() -> None:
+        listing(runtime_at_now, cache, provider)
+        assert listing(runtime_at_now, cache, provider).days_from_store == 7
+
+    # Reserve
+    warm()
+    appointment = hold(runtime_at_now, patient, provider)
+    after_reserve = listing(runtime_at_now, cache, provider)
+    assert after_reserve.days_from_store == 0
+    assert SLOT not in offered(after_reserve.slots)
+
+    # Confirm: the day no longer says "taken until the hold deadline" but "taken"
+    warm()
+    confirm(runtime_at_now, patient, appointment)
+    assert listing(runtime_at_now, cache, provider).days_from_store == 0
+    clock.advance(hours=2)  # past the hold deadline
+    assert SLOT not in offered(listing(runtime_at_now, cache, provider).slots)
+
+    # Cancel
+    warm()
+    cancel(runtime_at_now, patient, appointment)
+    after_cancel = listing(runtime_at_now, cache, provider)
+    assert after_cancel.days_from_store == 0
+    assert SLOT in offered(after_cancel.slots)
+
+    # Availability change
+    warm()
+    close_day(runtime_at_now, provider, WEDNESDAY)
+    after_close = listing(runtime_at_now, cache, provider)
+    assert after_close.days_from_store == 0
+    assert not [start for start in offered(after_close.slots) if start.date() == WEDNESDAY]
+
+    # The version is per provider: the other provider's days were never invalidated.
+    assert listing(runtime_at_now, cache, other_provider).days_from_store == 7
+
+
+def test_a_hold_expiring_by_time_frees_the_slot_on_a_cached_day(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, clock: Clock
+) -> None:
+    # Given: a hold, and the week cached with it
+    hold(runtime_at_now, patient, provider)
+    listing(runtime_at_now, cache, provider)
+    held = listing(runtime_at_now, cache, provider)
+    assert held.days_from_store == 7
+    assert SLOT not in offered(held.slots)
+
+    # When: the deadline passes, and nothing writes
+    clock.advance(minutes=30)
+
+    # Then: still served from the cache, and the slot is free
+    expired = listing(runtime_at_now, cache, provider)
+    assert expired.days_from_store == 7
+    assert SLOT in offered(expired.slots)
+
+
+@pytest.mark.parametrize("write", ["reserve", "cancel"])
+def test_stale_set_race_a_value_computed_before_a_write_is_never_served_after_it(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, write: str
+) -> None:
+    """Reader computes from old data, a writer commits, the reader then stores its old
+    value: the tag is the version the reader read, so the next read ignores it."""
+    existing = hold(runtime_at_now, patient, provider) if write == "cancel" else None
+
+    def writer() -> None:
+        if existing is None:
+            hold(runtime_at_now, patient, provider)
+        else:
+            cancel(runtime_at_now, patient, existing)
+
+    racing = WriteBeforePut(cache, writer)
+    before = listing(runtime_at_now, racing, provider, WEDNESDAY, WEDNESDAY)
+    assert racing.fired
+    # The racing reader itself answered from the state it read (legitimately, it began first).
+    assert (SLOT in offered(before.slots)) == (write == "reserve")
+
+    after = listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
+    assert after.days_from_store == 0
+    assert (SLOT in offered(after.slots)) == (write == "cancel")
+    assert listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY).slots == after.slots
+
+
+# --- Redis outages ------------------------------------------------------------------------------
+
+
+def test_the_client_fails_fast_and_never_retries() -> None:
+    slot_cache = SlotCache.from_url("redis://127.0.0.1:1/0", ttl_seconds=60)
+    options = slot_cache.client.connection_pool.connection_kwargs
+    assert options["socket_connect_timeout"] == CONNECT_TIMEOUT_SECONDS <= 0.1
+    assert options["socket_timeout"] == READ_TIMEOUT_SECONDS <= 0.2
+    assert options["retry"].get_retries() == 0
+    assert slot_cache.breaker.open_seconds == CIRCUIT_SECONDS
+
+
+def test_stopped_redis_costs_one_attempt_per_circuit_period_and_recovers(
+    runtime_at_now: Runtime, provider: int
+) -> None:
+    outages: list[BaseException] = []
+    breaker_clock = FakeMonotonic()
+    with RedisServer() as server:
+        slot_cache = SlotCache.from_url(server.url(), ttl_seconds=600, on_open=outages.append, circuit_seconds=30)
+        slot_cache.breaker.clock = breaker_clock
+        expected = listing(runtime_at_now, slot_cache, provider).slots
+        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+
+        # When: Redis dies and five listings come in
+        server.stop()
+        answers = [listing(runtime_at_now, slot_cache, provider) for _ in range(5)]
+
+        # Then: every answer is right (from Postgres), and Redis was tried once: the
+        # failed read opened the circuit, so even the write-back was skipped.
+        assert all(answer.slots == expected and answer.days_from_store == 0 for answer in answers)
+        assert slot_cache.failures == 1
+        assert len(outages) == 1
+        assert slot_cache.breaker.is_open
+
+        # When: the period passes with Redis still down: one more attempt, one more report
+        breaker_clock.advance(30)
+        assert listing(runtime_at_now, slot_cache, provider).slots == expected
+        assert (slot_cache.failures, len(outages)) == (2, 2)
+        breaker_clock.advance(29)
+        listing(runtime_at_now, slot_cache, provider)
+        assert (slot_cache.failures, len(outages)) == (2, 2)
+
+        # When: Redis is back (empty) and the period is over: the cache fills and serves again
+        server.start()
+        breaker_clock.advance(1)
+        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 0
+        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+        assert (slot_cache.failures, len(outages)) == (2, 2)
+        slot_cache.client.close()
+
+
+def test_a_redis_that_accepts_and_never_answers_costs_one_short_timeout(runtime_at_now: Runtime, provider: int) -> None:
+    outages: list[BaseException] = []
+    breaker_clock = FakeMonotonic()
+    hanging = HangingServer()
+    try:
+        slot_cache = SlotCache.from_url(hanging.url(), ttl_seconds=600, on_open=outages.append)
+        slot_cache.breaker.clock = breaker_clock
+        expected = listing(runtime_at_now, None, provider).slots
+
+        started = time.perf_counter()
+        first = listing(runtime_at_now, slot_cache, provider)
+        first_seconds = time.perf_counter() - started
+        rest = [listing(runtime_at_now, slot_cache, provider) for _ in range(4)]
+
+        assert [answer.slots for answer in [first, *rest]] == [expected] * 5
+        # One connection was made, for the first listing's read; nothing since.
+        assert hanging.wait_for_accepted(1) == 1
+        assert hanging.wait_for_accepted(2, timeout=0.2) == 1
+        assert (slot_cache.failures, len(outages)) == (1, 1)
+        assert first_seconds < 2.0  # sanity only: redis-py's defaults would stall 5 s or more
+
+        breaker_clock.advance(CIRCUIT_SECONDS)
+        assert listing(runtime_at_now, slot_cache, provider).slots == expected
+        assert hanging.wait_for_accepted(2) == 2
+        assert (slot_cache.failures, len(outages)) == (2, 2)
+        slot_cache.client.close()
+    finally:
+        hanging.close()
+
+
+def test_a_failing_outage_hook_does_not_fail_the_listing(runtime_at_now: Runtime, provider: int) -> None:
+    def broken_hook(_: BaseException) -> None:
+        raise RuntimeError("metrics backend exploded")
+
+    slot_cache = SlotCache.from_url("redis://127.0.0.1:1/0", ttl_seconds=60, on_open=broken_hook)
+    assert listing(runtime_at_now, slot_cache, provider).days_from_store == 0
+    assert slot_cache.breaker.is_open
+
+
+def test_a_value_stored_before_an_outage_is_not_served_after_a_write_made_during_it(
+    runtime_at_now: Runtime, provider: int, patient: int
+) -> None:
+    """Writes never need Redis: a write while Redis hangs leaves no stale value behind."""
+    breaker_clock = FakeMonotonic()
+    with RedisServer() as server:
+        slot_cache = SlotCache.from_url(server.url(), ttl_seconds=600)
+        slot_cache.breaker.clock = breaker_clock
+        listing(runtime_at_now, slot_cache, provider)
+        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+
+        server.freeze()  # hung: keeps its data, answers nothing
+        try:
+            hold(runtime_at_now, patient, provider)
+            during = listing(runtime_at_now, slot_cache, provider)
+            assert during.days_from_store == 0
+            assert SLOT not in offered(during.slots)
+        finally:
+            server.resume()
+
+        breaker_clock.advance(CIRCUIT_SECONDS)
+        after = listing(runtime_at_now, slot_cache, provider)
+        assert after.days_from_store == 0  # the old week is still in Redis, under the old version
+        assert SLOT not in offered(after.slots)
+        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+        slot_cache.client.close()
