@@ -49,7 +49,7 @@ class Write:
         return JSONResponse(result, status_code=success_status)
 
 
-def write_context(
+async def write_context(
     user: CurrentUser, booking: BookingDep, session: SessionDep, now: NowDep, idempotency_key: IdempotencyKey = None
 ) -> Write:
     return Write(user, booking, session, now, idempotency_key)

@@ -229,7 +229,13 @@ def test_stale_set_race_a_slow_readers_old_value_is_never_served(world: World) -
     world.post_availability(provider, WEEK)
 
     def reserve() -> None:
-        world.appointment("reserve", patient, {"provider_id": provider["id"], "start_time": SLOT})
+        # Another container is another process: run it on its own thread (and event loop),
+        # not nested inside the reader's running loop.
+        writer = threading.Thread(
+            target=world.appointment, args=("reserve", patient, {"provider_id": provider["id"], "start_time": SLOT})
+        )
+        writer.start()
+        writer.join()
 
     runtime_b = runtime_of(world.providers_b)
     racing = WriteBeforePut(runtime_b.day_store, reserve)

@@ -12,11 +12,11 @@ from .deps import NowDep, RuntimeDep, SessionDep
 from .runtime import booking_policy
 
 
-def schedule_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> ProviderSchedule:
+async def schedule_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> ProviderSchedule:
     return ProviderSchedule(session, policy=booking_policy(runtime.settings), now=now, store=runtime.day_store)
 
 
-def booking_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> BookingService:
+async def booking_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> BookingService:
     return BookingService(session, policy=booking_policy(runtime.settings), now=now)
 
 
