@@ -11,6 +11,7 @@ is one that raises `bench.common.SuiteSkipped` or a clear "not built" error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -26,8 +27,9 @@ SUITES = {
     "scheduling": "bench.scheduling_bench",
     "cache": "bench.cache_bench",
     "cold_start": "bench.cold_start",
+    "load": "bench.load_bench",
 }
-ALIASES = {"scheduling_bench": "scheduling", "cache_bench": "cache", "cold-start": "cold_start"}
+ALIASES = {"scheduling_bench": "scheduling", "cache_bench": "cache", "cold-start": "cold_start", "load_bench": "load"}
 NOT_BUILT_HINTS = ("not built", "sam build")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
@@ -94,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         for item in result["tables"]:
             print(markdown(item) + "\n", flush=True)
 
-    args.output.write_text(json.dumps({"machine": machine, "suites": results}, indent=2, default=str) + "\n")
+    # A partial run (--only) updates its suites and keeps the others' last figures.
+    previous: list[dict[str, Any]] = []
+    if args.output.exists():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            previous = json.loads(args.output.read_text())["suites"]
+    ran = {result["suite"] for result in results}
+    merged = [old for old in previous if old.get("suite") not in ran] + results
+    args.output.write_text(json.dumps({"machine": machine, "suites": merged}, indent=2, default=str) + "\n")
     print(f"Results written to {args.output}", flush=True)
     return 1 if any(result["status"] == "error" for result in results) else 0
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 import uuid
 import warnings
@@ -283,7 +284,12 @@ def load_function(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"functions/{name}/handler.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # as an import would: dataclasses look the module up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
     return module
 
 
