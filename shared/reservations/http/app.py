@@ -121,9 +121,14 @@ def _documented_errors() -> dict[int | str, dict[str, Any]]:
     from .schemas import ErrorBody, UnprocessableBody
 
     descriptions = {
-        400: "Rejected by a business rule", 401: "Missing, invalid or expired token", 403: "Wrong role or not yours",
-        404: "Not found", 409: "Conflicts with the current state", 413: "Body over 64 KiB",
-        429: "Too many attempts (see Retry-After)", 503: "Database unavailable (see Retry-After)",
+        400: "Rejected by a business rule",
+        401: "Missing, invalid or expired token",
+        403: "Wrong role or not yours",
+        404: "Not found",
+        409: "Conflicts with the current state",
+        413: "Body over 64 KiB",
+        429: "Too many attempts (see Retry-After)",
+        503: "Database unavailable (see Retry-After)",
     }
     documented: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()
