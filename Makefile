@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e clean
+.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e clean bench
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
@@ -22,7 +22,7 @@ venv: $(STAMP)
 dev: $(STAMP) ## serve the API through the real handlers at http://$(HOST):$(PORT)
 	$(PY) -m reservations dev --host $(HOST) --port $(PORT)
 
-test: $(STAMP) ## the whole suite: unit, integration, handlers, e2e
+test: $(STAMP) .tools/sam/.installed ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -59,3 +59,39 @@ clean:
 
 sync: $(STAMP) ## one cache/DB sync pass, as the EventBridge schedule runs it
 	$(PY) -m reservations sync
+
+bench: $(STAMP) ## speed figures (tables printed, bench/results.json written)
+	$(PY) -m bench
+
+# ---------------------------------------------------------------- AWS SAM
+# aws-sam-cli pins boto3, click and pydantic: it gets its own venv under .tools/sam.
+# `sam build` needs python3.12 on PATH (the layer is compiled for it); SAM_ENV adds it.
+SAM_VENV := .tools/sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+ARCH ?= arm64
+BUILD_DIR ?= .aws-sam/build
+# One build cache per architecture: the layer's cache key (its folder's content) does not
+# include the architecture its wheels were fetched for.
+CACHE_DIR ?= .aws-sam/cache-$(ARCH)
+SAM_BUILD_ARGS ?=
+SAM_ENV = SAM_CLI_TELEMETRY=0 LAYER_ARCHITECTURE=$(ARCH) PATH="$$(dirname "$$(scripts/find-python312.sh)"):$$PATH"
+
+.PHONY: sam-tools build validate openapi
+
+$(SAM_STAMP): requirements-sam.txt
+	@test -x $(SAM_VENV)/bin/python || "$$(scripts/find-python312.sh)" -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-sam.txt 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
+	@touch $(SAM_STAMP)
+
+sam-tools: $(SAM_STAMP) ## aws-sam-cli in its own venv (.tools/sam)
+
+build: $(SAM_STAMP) ## sam build for ARCH (arm64, the default, or x86_64): cached and parallel (samconfig.toml)
+	$(SAM_ENV) $(SAM) build --parameter-overrides Architecture=$(ARCH) --build-dir $(BUILD_DIR) --cache-dir $(CACHE_DIR) $(SAM_BUILD_ARGS)
+
+validate: $(STAMP) $(SAM_STAMP) ## cfn-lint on every template, then sam validate --lint
+	$(VENV)/bin/cfn-lint template.yaml infra/*.yaml
+	$(SAM_ENV) $(SAM) validate --lint
+
+openapi: $(STAMP) ## regenerate openapi.json (the merged OpenAPI document the docs function serves)
+	$(PY) scripts/openapi.py

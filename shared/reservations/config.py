@@ -47,9 +47,15 @@ class Settings(BaseSettings):
 
     app_env: Literal["local", "test", "aws"] = "local"
     database_url: str = DEFAULT_DATABASE_URL
+    # A Secrets Manager secret of the RDS shape (username, password, host, port, dbname):
+    # when set, it supplies the connection instead of DATABASE_URL (read in http.runtime).
+    database_secret_arn: str | None = None
+    # Overrides the secret's host, e.g. with the RDS Proxy endpoint in front of the cluster.
+    database_host: str | None = None
     db_pool_size: int = Field(default=1, ge=1, le=50)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    database_tls: bool = False
+    # Unset: TLS when the connection comes from DATABASE_SECRET_ARN (RDS), none otherwise.
+    database_tls: bool | None = None
     redis_url: str = DEFAULT_REDIS_URL
     jwt_secret_key: SecretStr | None = None
     jwt_secret_arn: str | None = None
@@ -94,7 +100,7 @@ class Settings(BaseSettings):
         ZoneInfo(value)
         return value
 
-    @field_validator("email_sender", "jwt_secret_arn")
+    @field_validator("email_sender", "jwt_secret_arn", "database_secret_arn", "database_host")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -116,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def cache_enabled(self) -> bool:
         return bool(self.redis_url)
+
+    @property
+    def database_uses_tls(self) -> bool:
+        return self.database_tls if self.database_tls is not None else bool(self.database_secret_arn)
 
     def local_secret(self) -> str:
         """The signing secret when no Secrets Manager ARN is configured."""

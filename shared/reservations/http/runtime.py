@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from ..accounts import AccountPolicy, AccountService
-from ..config import Settings, settings_from_environment
+from ..config import ConfigurationError, Settings, settings_from_environment
 from ..db import make_engine, session_scope
 from ..mail import LogMailer, Mailer, SesMailer
 from ..scheduling import BookingPolicy, DayStore, NoStore
@@ -40,12 +41,15 @@ class Runtime:
     @cached_property
     def engine(self) -> Engine:
         with self._lock:
-            return make_engine(
-                self.settings.database_url,
+            engine = make_engine(
+                database_url(self.settings),
                 pool_size=self.settings.db_pool_size,
                 connect_timeout=self.settings.db_connect_timeout_seconds,
-                tls=self.settings.database_tls,
+                tls=self.settings.database_uses_tls,
             )
+            if self.settings.database_secret_arn:
+                refresh_credentials_on_connect(engine, self.settings)
+            return engine
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -109,6 +113,54 @@ class Runtime:
             login_lockout=timedelta(minutes=s.login_lockout_minutes),
             reset_ttl=timedelta(minutes=s.password_reset_expire_minutes),
         )
+
+
+def url_from_rds_secret(secret: Mapping[str, Any], *, host: str | None = None) -> str:
+    """The SQLAlchemy URL for a secret of the RDS shape (username, password, host, port,
+    dbname); ``host`` overrides the secret's, e.g. with the RDS Proxy endpoint."""
+    missing = [key for key in ("username", "password") if not secret.get(key)]
+    if not (host or secret.get("host")):
+        missing.append("host")
+    if missing:
+        raise ConfigurationError(f"DATABASE_SECRET_ARN: the secret has no {', '.join(missing)}")
+    url = URL.create(
+        "postgresql+pg8000",
+        username=str(secret["username"]),
+        password=str(secret["password"]),
+        host=host or str(secret["host"]),
+        port=int(secret.get("port") or 5432),
+        database=str(secret.get("dbname") or "postgres"),
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def database_secret(settings: Settings) -> Mapping[str, Any]:
+    """The DATABASE_SECRET_ARN secret as a mapping (Powertools caches it for a while)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    assert settings.database_secret_arn
+    value = parameters.get_secret(settings.database_secret_arn, transform="json", max_age=SECRET_CACHE_SECONDS)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("DATABASE_SECRET_ARN: the secret is not a JSON object of the RDS shape")
+    return value
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the URL built from the DATABASE_SECRET_ARN secret when one is set."""
+    if not settings.database_secret_arn:
+        return settings.database_url
+    return url_from_rds_secret(database_secret(settings), host=settings.database_host)
+
+
+def refresh_credentials_on_connect(engine: Engine, settings: Settings) -> None:
+    """Take user and password from the (cached) secret for every new connection, so a
+    rotated password is picked up without recycling the container."""
+
+    @event.listens_for(engine, "do_connect")
+    def _fresh_credentials(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        secret = database_secret(settings)
+        cparams["user"] = str(secret["username"])
+        cparams["password"] = str(secret["password"])
 
 
 def booking_policy(settings: Settings) -> BookingPolicy:

@@ -1,0 +1,288 @@
+"""migrate function: applies the Alembic migrations shipped in the shared layer.
+
+Three ways in:
+
+* CloudFormation, as the ``DatabaseMigrations`` custom resource of template.yaml, on
+  every deploy that changes the shared layer (where the migrations live): Create and
+  Update run ``upgrade head`` (a no-op on a current database, and safe to repeat: a
+  Postgres advisory lock serialises concurrent runs), Delete does nothing (removing a
+  stack never drops its data). The outcome is PUT to CloudFormation's pre-signed
+  ``ResponseURL``; a failure fails, and so rolls back, the deploy.
+* ``{"action": "migrate"}`` invoked directly (``sam remote invoke MigrateFunction``):
+  the same upgrade, result returned.
+* ``{"action": "create-admin", "email": ..., "name": ..., "password": ...}``: bootstraps
+  the first admin of a new stack (refused once an admin exists; later admins are created
+  through ``POST /register`` by an admin). Without ``password`` a strong one is generated
+  and returned once.
+
+Why a hand-written cfn-response: Powertools for Python has no custom-resource helper,
+AWS's ``cfnresponse`` module only exists for inline (ZipFile) code, and crhelper would
+add a dependency for what is one HTTPS PUT; the standard library's urllib does it, and
+this module guarantees exactly one response even when the function is about to time
+out (otherwise CloudFormation waits for its own timeout before rolling back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from aws_lambda_powertools import Logger
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import Engine
+
+from reservations import migrations
+from reservations.config import Settings, settings_from_environment
+
+logger = Logger(service="reservations")
+
+# CloudFormation reads at most 4 KiB of response; the reason is what people see.
+MAX_REASON_CHARS = 1000
+# Answer FAILED this long before Lambda would stop the function.
+TIMEOUT_MARGIN_SECONDS = 10.0
+RESPONSE_ATTEMPTS = 4
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class InvalidRequest(ValueError):
+    """The direct invocation's payload is not one this function understands."""
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@contextmanager
+def connection_options(settings: Settings) -> Iterator[None]:
+    """Connect timeout and verified TLS for every engine created inside the block.
+
+    Alembic's env.py builds its own engine from the URL, so the options go in through
+    SQLAlchemy's ``do_connect`` event (on the Engine class: it covers that engine too).
+    pg8000's default is unverified, opportunistic TLS; RDS Proxy's certificate comes
+    from a public CA, so the default verifying context checks it.
+    """
+
+    def _options(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams.setdefault("timeout", settings.db_connect_timeout_seconds)
+        if settings.database_uses_tls:
+            cparams["ssl_context"] = ssl.create_default_context()
+
+    event.listen(Engine, "do_connect", _options)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "do_connect", _options)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this release's migrations contain ``revision``."""
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    try:
+        return ScriptDirectory(str(migrations.SCRIPT_LOCATION)).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def run_migrations() -> dict[str, Any]:
+    """Upgrade the configured database to the newest revision; idempotent."""
+    from reservations.http.runtime import database_url
+
+    settings = settings_from_environment()
+    url = database_url(settings)
+    with connection_options(settings):
+        before = migrations.current_revision(url)
+        if before is not None and not known_revision(before):
+            # A newer release migrated this database and an older one is being deployed
+            # (a rollback). Migrations only expand the schema, so the older code runs on
+            # it; failing here would make the rollback itself fail.
+            logger.warning("database is ahead of this release; left as it is", extra={"revision": before})
+            return {"revision": before, "previous_revision": before, "changed": False}
+        migrations.upgrade(url)
+        after = migrations.current_revision(url)
+    if after != migrations.head_revision():
+        raise RuntimeError(f"database is at {after!r} after the upgrade, expected {migrations.head_revision()!r}")
+    logger.info("database migrated", extra={"previous_revision": before, "revision": after})
+    return {"revision": after, "previous_revision": before, "changed": before != after}
+
+
+def create_first_admin(payload: dict[str, Any]) -> dict[str, Any]:
+    """Create the first admin account; refused when one exists already."""
+    from pydantic import EmailStr, TypeAdapter, ValidationError
+
+    from reservations.accounts import AccountService
+    from reservations.db import User
+    from reservations.errors import DomainError
+    from reservations.http.runtime import Runtime
+    from reservations.security import SigningKeys, TokenCodec
+
+    try:
+        email = str(TypeAdapter(EmailStr).validate_python(payload.get("email")))
+    except ValidationError:
+        raise InvalidRequest("create-admin needs a valid 'email'") from None
+    name = str(payload.get("name") or "Administrator")
+    password = payload.get("password")
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(18)
+
+    runtime = Runtime()
+    try:
+        with runtime.transaction() as session:
+            # Serialise bootstraps: two at once must not both find "no admin yet".
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext('reservations:create-first-admin'))"))
+            if session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
+                return {
+                    "status": "refused",
+                    "reason": "an admin exists already; admins create further admins with POST /register",
+                }
+            # The account service wants a token codec; creating a user never signs a
+            # token, so a throwaway key keeps this function away from the JWT secret.
+            codec = TokenCodec(
+                SigningKeys.from_secret(secrets.token_hex(32)),
+                issuer=runtime.settings.jwt_issuer,
+                audience=runtime.settings.jwt_audience,
+            )
+            service = AccountService(
+                session, hasher=runtime.hasher, codec=codec, policy=runtime.account_policy, now=runtime.now()
+            )
+            try:
+                user = service.create_first_admin(name=name, email=email, password=str(password))
+            except DomainError as error:
+                return {"status": "error", "code": error.code, "reason": error.message}
+            result: dict[str, Any] = {"status": "created", "id": user.id, "email": user.email}
+    finally:
+        if "engine" in runtime.__dict__:
+            runtime.engine.dispose()
+    if generated:
+        result["password"] = password
+        result["note"] = "generated once and not stored: sign in and change it with POST /reset-password"
+    logger.info("first admin created", extra={"user_id": result["id"]})
+    return result
+
+
+# --------------------------------------------------------------------------- cfn-response
+
+
+class CloudFormationResponse:
+    """Sends the one response a custom-resource request expects, whatever happens."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self._lock = threading.Lock()
+        self.sent: str | None = None
+        url = urlsplit(str(request["ResponseURL"]))
+        # Pre-signed S3 URLs are https; plain http only to this machine (tests).
+        if not (url.scheme == "https" or (url.scheme == "http" and url.hostname in LOOPBACK_HOSTS)):
+            raise ValueError(f"refusing to send the response to {url.scheme}://{url.hostname}")
+
+    @property
+    def physical_resource_id(self) -> str:
+        existing = self.request.get("PhysicalResourceId")
+        if existing:
+            return str(existing)
+        # Stable across updates, so CloudFormation never "replaces" (deletes) it.
+        stack_name = str(self.request.get("StackId", "stack/unknown")).split("/")[1]
+        return f"{stack_name}-{self.request.get('LogicalResourceId', 'DatabaseMigrations')}"
+
+    def send(self, status: str, *, reason: str = "", data: dict[str, Any] | None = None) -> bool:
+        """PUT the response; False if one was sent already (e.g. by the timeout)."""
+        with self._lock:
+            if self.sent is not None:
+                return False
+            self.sent = status
+            body = json.dumps(
+                {
+                    "Status": status,
+                    "Reason": (reason or f"see log stream {self._log_stream()}")[:MAX_REASON_CHARS],
+                    "PhysicalResourceId": self.physical_resource_id,
+                    "StackId": self.request["StackId"],
+                    "RequestId": self.request["RequestId"],
+                    "LogicalResourceId": self.request["LogicalResourceId"],
+                    "NoEcho": False,
+                    "Data": {key: "" if value is None else str(value) for key, value in (data or {}).items()},
+                }
+            ).encode()
+            self._put(body)
+            return True
+
+    def _put(self, body: bytes) -> None:
+        # The pre-signed URL was signed for an empty content type.
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            str(self.request["ResponseURL"]),
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "", "Content-Length": str(len(body))},
+        )
+        for attempt in range(1, RESPONSE_ATTEMPTS + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+                    logger.info("CloudFormation response sent", extra={"http_status": reply.status})
+                    return
+            except (urllib.error.URLError, TimeoutError) as error:
+                logger.warning(
+                    "sending the CloudFormation response failed", extra={"attempt": attempt, "error": str(error)}
+                )
+                if attempt == RESPONSE_ATTEMPTS:
+                    raise
+                time.sleep(2 ** (attempt - 1))
+
+    @staticmethod
+    def _log_stream() -> str:
+        return os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "of the migrate function")
+
+
+def custom_resource(request: dict[str, Any], context: Any) -> dict[str, Any]:
+    response = CloudFormationResponse(request)
+    request_type = request.get("RequestType")
+    logger.append_keys(request_type=request_type, stack_id=request.get("StackId"))
+
+    remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 900.0
+    watchdog = threading.Timer(
+        max(remaining - TIMEOUT_MARGIN_SECONDS, 1.0),
+        lambda: response.send("FAILED", reason=f"migrations did not finish within the function's {remaining:.0f} s"),
+    )
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        if request_type in ("Create", "Update"):
+            outcome = run_migrations()
+            data = {"Revision": outcome["revision"], "PreviousRevision": outcome["previous_revision"]}
+            response.send("SUCCESS", reason=f"database at revision {outcome['revision']}", data=data)
+        elif request_type == "Delete":
+            # Data outlives stacks: deleting the stack (or a rollback of its creation) keeps the schema.
+            response.send("SUCCESS", reason="nothing to do: the database is left as it is")
+        else:
+            response.send("FAILED", reason=f"unknown RequestType {request_type!r}")
+    except Exception as error:
+        logger.exception("migration failed")
+        response.send("FAILED", reason=f"migration failed: {type(error).__name__}: {error}")
+    finally:
+        watchdog.cancel()
+    return {"Status": response.sent, "PhysicalResourceId": response.physical_resource_id}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # Never log the event: a create-admin payload may carry a password.
+    if "RequestType" in event and "ResponseURL" in event:
+        return custom_resource(event, context)
+    action = event.get("action", "migrate")
+    if action == "migrate":
+        return run_migrations()
+    if action == "create-admin":
+        return create_first_admin(event)
+    raise InvalidRequest(f"unknown action {action!r}: use 'migrate' or 'create-admin'")

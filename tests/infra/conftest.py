@@ -1,0 +1,142 @@
+"""Infrastructure tier: the template, the SAM build and the built artefacts.
+
+`sam build` runs once per session (through `make build`, the documented command) into
+a temporary build and cache folder, so each session checks a build from scratch and
+the developer's .aws-sam is never touched. aws-sam-cli comes from its own venv
+(.tools/sam, `make sam-tools`; `make test` installs it first).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.helpers import (
+    BUILD_TIMEOUT_SECONDS,
+    RUNTIME_PROVIDED,
+    SAM_VENV,
+    Build,
+    host_architecture,
+    other_architecture,
+    python312,
+    run,
+)
+
+
+@pytest.fixture(scope="session")
+def sam_cli() -> Path:
+    if not (SAM_VENV / ".installed").exists():
+        installed = run(["make", "--no-print-directory", "sam-tools"], timeout=600)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    return SAM_VENV / "bin" / "sam"
+
+
+def _sam_build(root: Path, architecture: str, *resources: str) -> Build:
+    build_dir = root / "build"
+    command = [
+        "make",
+        "--no-print-directory",
+        "build",
+        f"ARCH={architecture}",
+        f"BUILD_DIR={build_dir}",
+        f"CACHE_DIR={root / 'cache'}",
+        f"SAM_BUILD_ARGS={' '.join(resources)}",
+    ]
+    started = time.monotonic()
+    result = run(command, timeout=BUILD_TIMEOUT_SECONDS)
+    seconds = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"`{' '.join(command)}` failed after {seconds:.0f} s:\n{output[-6000:]}"
+    return Build(architecture, build_dir, seconds, output, list(resources))
+
+
+@pytest.fixture(scope="session")
+def sam_build(sam_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The whole application built for this machine's architecture (so it can run here)."""
+    return _sam_build(tmp_path_factory.mktemp("sam-build"), host_architecture())
+
+
+@pytest.fixture(scope="session")
+def other_layer_build(sam_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """Only the layer, for the other architecture (arm64 on x86_64 machines: the default target)."""
+    return _sam_build(tmp_path_factory.mktemp("sam-layer"), other_architecture(), "SharedLayer")
+
+
+@pytest.fixture(scope="session")
+def lambda_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for /var/runtime: the runtime-provided packages, linked from this venv."""
+    import importlib.util
+
+    folder = tmp_path_factory.mktemp("var-runtime")
+    for name in RUNTIME_PROVIDED:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, f"{name} is not installed in the test environment"
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def python312_path() -> str:
+    return python312()
+
+
+@pytest.fixture(scope="module")
+def response_sink() -> Iterator[Any]:
+    """A local stand-in for CloudFormation's pre-signed response URL; records every PUT."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append(
+                {
+                    "path": self.path,
+                    "content_type": self.headers.get("Content-Type"),
+                    "body": json.loads(self.rfile.read(length) or b"{}"),
+                }
+            )
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.received = received  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/response?X-Amz-Signature=local"  # type: ignore[attr-defined]
+    yield server
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def empty_database(database_url: str) -> Iterator[str]:
+    """A new, empty database on the test server (dropped afterwards)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from reservations import migrations
+
+    server = make_url(database_url)
+    name = f"reservations_infra_{uuid.uuid4().hex[:10]}"
+    url = server.set(database=name).render_as_string(hide_password=False)
+    migrations.create_database_if_missing(url)
+    yield url
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -1,0 +1,211 @@
+"""Each built function, cold-started from the sam build output only (function folder +
+layer + what the Lambda runtime ships), answers a sample event from events/ against a
+real Postgres and Redis.
+
+The order is a deployment's: the migrate function upgrades an empty database (as the
+custom resource does), then the API functions serve it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from reservations import migrations
+from tests.infra.helpers import REPO, Build, Invocation, invoke_built, load_event
+
+JWT_SECRET = "infra-tier-secret-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(scope="module")
+def lambda_env(empty_database_module: str) -> dict[str, str]:
+    return {
+        "APP_ENV": "aws",
+        "DATABASE_URL": empty_database_module,
+        "DATABASE_TLS": "false",
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "JWT_SECRET_KEY": JWT_SECRET,
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+        "POWERTOOLS_SERVICE_NAME": "reservations",
+        "POWERTOOLS_METRICS_NAMESPACE": "ReservationsTest",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def invoke(sam_build: Build, python312_path: str, lambda_runtime_dir: Path, lambda_env: dict[str, str]) -> Any:
+    def _invoke(logical_id: str, *events: Any) -> Invocation:
+        invocation = invoke_built(
+            sam_build,
+            logical_id,
+            list(events),
+            python=python312_path,
+            runtime_dir=lambda_runtime_dir,
+            environment=lambda_env,
+        )
+        foreign = invocation.foreign_modules
+        assert foreign == [], f"{logical_id} imported code from outside its artefacts: {foreign}"
+        return invocation
+
+    return _invoke
+
+
+@pytest.fixture(scope="module")
+def migrated(invoke: Any, response_sink: Any, empty_database_module: str) -> dict[str, Any]:
+    assert migrations.current_revision(empty_database_module) is None
+    event = load_event("cfn-migrate-create.json")
+    event["ResponseURL"] = response_sink.url
+    invocation = invoke("MigrateFunction", event)
+    return {"invocation": invocation, "responses": list(response_sink.received)}
+
+
+def http(name: str, *, token: str | None = None, **changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(name))
+    if token is not None:
+        event["headers"]["authorization"] = f"Bearer {token}"
+    for key, value in changes.items():
+        event[key] = value
+    return event
+
+
+def body_of(result: dict[str, Any]) -> Any:
+    return json.loads(result["body"]) if result.get("body") else None
+
+
+@pytest.fixture(scope="module")
+def accounts(invoke: Any, migrated: dict[str, Any]) -> dict[str, Any]:
+    """A patient and a provider registered (and the patient signed in) through the built auth function."""
+    patient_email = f"patient-{uuid.uuid4().hex[:8]}@example.com"
+    provider_email = f"provider-{uuid.uuid4().hex[:8]}@example.com"
+    register = load_event("auth-register.json")
+    patient = json.loads(register["body"]) | {"email": patient_email}
+    provider = patient | {"email": provider_email, "role": "provider", "name": "Dr Example"}
+    form = urlencode({"username": patient_email, "password": patient["password"]})
+    token_event = http(
+        "auth-register.json",
+        routeKey="POST /token",
+        rawPath="/token",
+        body=form,
+        headers={**register["headers"], "content-type": "application/x-www-form-urlencoded"},
+    )
+    token_event["requestContext"] = {**register["requestContext"], "routeKey": "POST /token"}
+    token_event["requestContext"]["http"] = {**register["requestContext"]["http"], "path": "/token"}
+    invocation = invoke(
+        "AuthFunction",
+        http("auth-register.json"),  # the sample as it is: pat@example.com
+        http("auth-register.json", body=json.dumps(patient)),
+        http("auth-register.json", body=json.dumps(provider)),
+        token_event,
+    )
+    return {
+        "invocation": invocation,
+        "token": body_of(invocation.ok(3))["access_token"],
+        "provider_id": body_of(invocation.ok(2))["id"],
+    }
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+def test_migrate_function_upgrades_an_empty_database(migrated: dict[str, Any], empty_database_module: str) -> None:
+    head = migrations.head_revision()
+    assert migrations.current_revision(empty_database_module) == head
+    assert migrated["invocation"].ok()["Status"] == "SUCCESS"
+    (response,) = migrated["responses"]
+    assert response["content_type"] == ""  # what the pre-signed S3 URL was signed for
+    body = response["body"]
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    assert body["Data"] == {"Revision": head, "PreviousRevision": ""}
+    assert body["LogicalResourceId"] == "DatabaseMigrations"
+    assert body["PhysicalResourceId"] == "reservations-dev-DatabaseMigrations"
+
+
+def test_migrate_function_is_a_noop_on_a_current_database(
+    invoke: Any, migrated: dict[str, Any], response_sink: Any, empty_database_module: str
+) -> None:
+    response_sink.received.clear()
+    update = load_event("cfn-migrate-update.json") | {"ResponseURL": response_sink.url}
+    delete = load_event("cfn-migrate-delete.json") | {"ResponseURL": response_sink.url}
+    invocation = invoke("MigrateFunction", update, delete, {"action": "migrate"})
+    head = migrations.head_revision()
+    statuses = [r["body"]["Status"] for r in response_sink.received]
+    assert statuses == ["SUCCESS", "SUCCESS"]
+    assert response_sink.received[0]["body"]["Data"] == {"Revision": head, "PreviousRevision": head}
+    assert invocation.ok(2) == {"revision": head, "previous_revision": head, "changed": False}
+    assert migrations.current_revision(empty_database_module) == head
+
+
+# --------------------------------------------------------------------------- API functions
+
+
+def test_auth_function_registers_and_signs_in(accounts: dict[str, Any]) -> None:
+    invocation = accounts["invocation"]
+    sample, patient, provider, token = (invocation.ok(i) for i in range(4))
+    assert sample["statusCode"] == 201, sample
+    assert body_of(sample)["email"] == "pat@example.com"
+    assert (patient["statusCode"], provider["statusCode"], token["statusCode"]) == (201, 201, 200)
+    assert body_of(token)["token_type"].lower() == "bearer"
+
+
+def test_providers_function_lists_free_slots(invoke: Any, accounts: dict[str, Any]) -> None:
+    provider_id = str(accounts["provider_id"])
+    event = http("providers-time-slots.json", token=accounts["token"])
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/providers/{provider_id}/time-slots"
+    event["pathParameters"] = {"provider_id": provider_id}
+    anonymous = http("providers-time-slots.json")
+    anonymous["headers"].pop("authorization")
+    invocation = invoke("ProvidersFunction", event, anonymous)
+    slots, refused = invocation.ok(0), invocation.ok(1)
+    assert slots["statusCode"] == 200, slots
+    assert body_of(slots) == []  # no availability posted yet
+    assert refused["statusCode"] == 401
+
+
+def test_appointments_function_lists_own_appointments(invoke: Any, accounts: dict[str, Any]) -> None:
+    invocation = invoke("AppointmentsFunction", http("appointments-list.json", token=accounts["token"]))
+    result = invocation.ok()
+    assert result["statusCode"] == 200, result
+    assert body_of(result) == []
+
+
+def test_docs_function_serves_the_merged_document(invoke: Any, migrated: dict[str, Any]) -> None:
+    result = invoke("DocsFunction", load_event("docs-openapi.json")).ok()
+    assert result["statusCode"] == 200
+    assert body_of(result) == json.loads((REPO / "openapi.json").read_text())
+
+
+def test_cache_sync_function_runs_a_scheduled_pass(invoke: Any, accounts: dict[str, Any]) -> None:
+    summary = invoke("CacheSyncFunction", load_event("scheduled.json")).ok()
+    assert {"expired_holds", "keys_checked", "keys_repaired"} <= set(summary)
+
+
+def test_cold_imports_use_only_the_build(invoke: Any, migrated: dict[str, Any]) -> None:
+    # foreign_modules is checked on every invocation; this one also records the import time.
+    invocation = invoke("AuthFunction", load_event("http-api-request.json"))
+    assert invocation.ok()["statusCode"] == 401
+    assert invocation.init_seconds < 10
+
+
+@pytest.fixture(scope="module")
+def empty_database_module(database_url: str) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(database_url)
+    name = f"reservations_built_{uuid.uuid4().hex[:10]}"
+    url = server.set(database=name).render_as_string(hide_password=False)
+    migrations.create_database_if_missing(url)
+    yield url
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
