@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e clean bench
+.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e infra clean bench
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
@@ -37,11 +37,14 @@ handlers: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+infra: $(STAMP) .tools/sam/.installed
+	$(PY) -m pytest tests/infra $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint template.yaml infra/*.yaml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
