@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,14 @@ from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, 
 from reservations.booking import BookingService
 from reservations.db import User
 from reservations.http.runtime import Runtime, booking_policy
-from reservations.scheduling import DaySlots, DayStore, PostedAvailability, ProviderSchedule, SlotListing
+from reservations.scheduling import (
+    DaySlots,
+    DayStore,
+    PostedAvailability,
+    ProviderSchedule,
+    SlotListing,
+    day_tags,
+)
 from reservations.slot_cache import SlotCache
 from tests.conftest import unique_email
 
@@ -99,6 +106,16 @@ def close_day(runtime: Runtime, provider_id: int, day: date) -> None:
         )
 
 
+def move_to(runtime: Runtime, provider_id: int, timezone: str) -> None:
+    """A new time zone, posting no dates."""
+    with runtime.transaction() as session:
+        schedule = ProviderSchedule(session, policy=booking_policy(runtime.settings), now=runtime.now())
+        provider = schedule.provider(provider_id)
+        schedule.post_availability(
+            provider, provider_id, PostedAvailability(Availability((), {}, {}), frozenset(), timezone)
+        )
+
+
 def hold(runtime: Runtime, patient_id: int, provider_id: int, start: datetime = SLOT) -> int:
     with runtime.transaction() as session:
         booking = BookingService(session, policy=booking_policy(runtime.settings), now=runtime.now())
@@ -117,9 +134,10 @@ def cancel(runtime: Runtime, actor_id: int, appointment_id: int) -> None:
         booking.cancel(session.get_one(User, actor_id), appointment_id)
 
 
-def slots_version(runtime: Runtime, provider_id: int) -> int:
+def slot_tags(runtime: Runtime, provider_id: int, days: Sequence[date] = WEEK) -> dict[date, str]:
+    """The tag each day's cached value must carry to be a hit, as Postgres says now."""
     with runtime.transaction() as session:
-        return int(session.scalar(select(User.slots_version).where(User.id == provider_id)) or 0)
+        return day_tags(session, session.get_one(User, provider_id), days)
 
 
 def listing(
@@ -146,14 +164,14 @@ class WriteBeforePut:
         self.write = write
         self.fired = False
 
-    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]:
-        return self.inner.get_days(provider_id, days, version)
+    def get_days(self, provider_id: int, days: Sequence[date], tags: Mapping[date, str]) -> dict[date, DaySlots]:
+        return self.inner.get_days(provider_id, days, tags)
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None:
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None:
         if not self.fired:
             self.fired = True
             self.write()
-        self.inner.put_days(provider_id, days, version)
+        self.inner.put_days(provider_id, days, tags)
 
 
 # --- forcing two sync passes to overlap ---------------------------------------------------------

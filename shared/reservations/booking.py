@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from .availability import SLOT_MINUTES, generate_slots, slot_on_grid
 from .db import Appointment, IdempotencyRecord, User, sqlstate
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from .scheduling import EARLIEST_DATE, LATEST_DATE, BookingPolicy, ProviderSchedule, bump_slots_version
+from .scheduling import (
+    EARLIEST_DATE,
+    LATEST_DATE,
+    BookingPolicy,
+    ProviderSchedule,
+    bump_slot_days,
+    days_around,
+)
 
 SLOT = timedelta(minutes=SLOT_MINUTES)
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -109,18 +116,17 @@ class BookingService:
             created_at=self.now,
             updated_at=self.now,
         )
-        savepoint = self.session.begin_nested()
-        self.session.add(appointment)
+        # No savepoint: a conflict fails the request, whose whole transaction is rolled back.
         try:
-            savepoint.commit()
+            self.session.add(appointment)
+            self.session.flush()
         except DBAPIError as error:  # pg8000 reports 23P01 as a ProgrammingError
-            savepoint.rollback()
             if sqlstate(error) == "23P01" and constraint_name(error) == PATIENT_OVERLAP:
                 raise Conflict("you already have an appointment at this time", code="overlapping_appointment") from None
             if sqlstate(error) == "23P01":
                 raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
             raise
-        bump_slots_version(self.session, provider_id)
+        bump_slot_days(self.session, provider_id, days_around(start))
         return appointment
 
     # --- confirm / cancel ----------------------------------------------------------
@@ -141,7 +147,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if confirmed is not None:
-            bump_slots_version(self.session, confirmed.provider_id)
+            bump_slot_days(self.session, confirmed.provider_id, days_around(confirmed.start_time))
             return confirmed
         existing = self._own(appointment_id, patient_id=patient.id)
         status = effective_status(existing, self.now)
@@ -167,7 +173,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if cancelled is not None:
-            bump_slots_version(self.session, cancelled.provider_id)
+            bump_slot_days(self.session, cancelled.provider_id, days_around(cancelled.start_time))
             return cancelled
         existing = self.session.scalars(select(Appointment).where(Appointment.id == appointment_id, party)).first()
         if existing is None:

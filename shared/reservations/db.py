@@ -93,6 +93,17 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class SlotDayVersion(Base):
+    """The version of one provider-local day's free slots, bumped in the same transaction
+    as every write that can change that day; cached days carry it in their tag."""
+
+    __tablename__ = "slot_day_versions"
+
+    provider_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class RefreshToken(Base):
     """Opaque rotating refresh tokens, stored hashed; a family is revoked on reuse."""
 

@@ -3,13 +3,13 @@ could reserve now, and the provider's booked appointments."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from .availability import (
@@ -21,7 +21,7 @@ from .availability import (
     generate_slots,
     merge,
 )
-from .db import Appointment, AvailabilityDay, AvailabilityPeriod, User
+from .db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User
 from .errors import Forbidden, NotFound, Unprocessable
 
 ACTIVE_STATUSES = ("reserved", "confirmed")
@@ -66,27 +66,61 @@ class DaySlots:
 
 
 class DayStore(Protocol):
-    """A read-through store of computed days (the Redis cache, or nothing). Values are
-    tagged with the provider's `slots_version`; a different version is a miss."""
+    """A read-through store of computed days (the Redis cache, or nothing). Each value is
+    tagged with its day's tag (see `day_tags`); a different tag is a miss."""
 
-    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]: ...
+    def get_days(self, provider_id: int, days: Sequence[date], tags: Mapping[date, str]) -> dict[date, DaySlots]: ...
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None: ...
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None: ...
 
 
 class NoStore:
-    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]:
+    def get_days(self, provider_id: int, days: Sequence[date], tags: Mapping[date, str]) -> dict[date, DaySlots]:
         return {}
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None:
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None:
         return None
 
 
-def bump_slots_version(session: Session, provider_id: int) -> None:
-    """Make every cached day of this provider stale, atomically with the caller's write.
-    Callers run it as their transaction's last statement, so the provider row lock is
-    always taken after appointment row locks (no lock-order cycles)."""
-    session.execute(update(User).where(User.id == provider_id).values(slots_version=User.slots_version + 1))
+_BUMP_SLOT_DAYS = text(
+    """
+    INSERT INTO slot_day_versions (provider_id, day, version)
+    SELECT :provider_id, d, 1 FROM unnest(CAST(:days AS date[])) AS d ORDER BY d
+    ON CONFLICT (provider_id, day) DO UPDATE SET version = slot_day_versions.version + 1
+    """
+)
+
+
+def bump_slot_days(session: Session, provider_id: int, days: Iterable[date]) -> None:
+    """Make the cached values of these provider-local days stale, atomically with the
+    caller's write (one statement). Days are locked in ascending order, so writers that
+    bump overlapping days never deadlock on each other; callers run it as their
+    transaction's last statement, after any appointment row locks."""
+    ordered = sorted(set(days))
+    if ordered:
+        session.execute(_BUMP_SLOT_DAYS, {"provider_id": provider_id, "days": ordered})
+
+
+def days_around(instant: datetime) -> list[date]:
+    """The provider-local days an instant can fall on, whatever the provider's time zone:
+    UTC offsets stay within a day, so the UTC date and its neighbours cover every zone."""
+    utc_day = instant.astimezone(UTC).date()
+    return [utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1)]
+
+
+def day_tags(session: Session, provider: User, days: Sequence[date]) -> dict[date, str]:
+    """The tag of each day: the provider-wide `slots_version` (bumped when every day
+    changes, e.g. a new time zone) and the day's own version (bumped by writes to that
+    day), read in one query."""
+    if not days:
+        return {}
+    rows = session.execute(
+        select(SlotDayVersion.day, SlotDayVersion.version).where(
+            SlotDayVersion.provider_id == provider.id, SlotDayVersion.day.between(min(days), max(days))
+        )
+    )
+    versions = {day: version for day, version in rows}
+    return {day: f"{provider.slots_version}:{versions.get(day, 0)}" for day in days}
 
 
 @dataclass(frozen=True)
@@ -182,7 +216,12 @@ class ProviderSchedule:
     def provider(self, provider_id: int, *, for_update: bool = False) -> User:
         query = select(User).where(User.id == provider_id, User.role == "provider")
         if for_update:
-            query = query.with_for_update()
+            # FOR NO KEY UPDATE: it serialises writers of the row like FOR UPDATE, but not
+            # the foreign-key checks (FOR KEY SHARE) of rows referencing the provider, such
+            # as a booking's new `slot_day_versions` row. Under FOR UPDATE, a booking that
+            # holds some of its day rows could wait on this lock in that check while the
+            # poster waits for those day rows: a deadlock.
+            query = query.with_for_update(key_share=True)
         user = self.session.scalars(query).first()
         if user is None:
             raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
@@ -257,9 +296,11 @@ class ProviderSchedule:
         provider = self.provider(provider_id, for_update=True)
         if posted.timezone and posted.timezone != provider.timezone:
             provider.timezone = posted.timezone
+            provider.slots_version += 1  # every local day shifts: all cached days are stale
         merged = merge(self.load_availability(provider_id), posted.availability, posted.touched)
         self._store_availability(provider_id, merged)
-        provider.slots_version += 1
+        # Only the dates the post replaced can offer different slots (see `merge`).
+        bump_slot_days(self.session, provider_id, _replaced_days(posted))
         if not posted.touched:
             return PostResult(0, [], posted.touched)
         zone = ZoneInfo(provider.timezone)
@@ -334,14 +375,15 @@ class ProviderSchedule:
         zone = ZoneInfo(provider.timezone)
         first, last = default_range(first, last, self.now.astimezone(zone).date())
         days = local_day_range(first, last)
-        # The version was read in this transaction's snapshot, like the data computed below,
-        # so what we store is tagged with exactly the state it was computed from.
-        version = provider.slots_version
-        cached = self.store.get_days(provider_id, days, version)
+        # Versions are read before the data they tag: under READ COMMITTED a write that
+        # commits in between is then in the computed data but not in its tag, which only
+        # causes a later miss, never a stale hit.
+        tags = day_tags(self.session, provider, days)
+        cached = self.store.get_days(provider_id, days, tags)
         missing = [day for day in days if day not in cached]
         computed = self.compute_days(provider, missing)
         if computed:
-            self.store.put_days(provider_id, computed, version)
+            self.store.put_days(provider_id, computed, tags)
         all_days = {**cached, **{d.day: d for d in computed}}
         earliest = self.now + self.policy.min_notice
         latest = self.now + self.policy.horizon
@@ -376,6 +418,15 @@ def _contiguous_runs(days: Iterable[date]) -> list[tuple[date, date]]:
         else:
             runs.append((day, day))
     return runs
+
+
+def _replaced_days(posted: PostedAvailability) -> set[date]:
+    """Every date `merge` lets the post replace: the touched ones and any it mentions."""
+    availability = posted.availability
+    days = set(posted.touched) | set(availability.exceptions) | set(availability.manual)
+    for period in availability.periods:
+        days.update(local_day_range(period.start_date, period.end_date))
+    return days
 
 
 def _local_day(instant: datetime, zone: ZoneInfo) -> date:

@@ -1,12 +1,15 @@
 """Redis cache of computed slot days, which can be missing or late but never wrong.
 
 Each value is one provider-local day under `provider:{id}:timeslots:{YYYY-MM-DD}`,
-tagged with the provider's `slots_version`. That version lives in Postgres and is
-bumped in the same transaction as every write that changes free slots, so a value
-computed from older data (including the slow-reader race: compute, invalidate, then
-write back) carries an older tag and reads as a miss. No invalidation message has to
-reach Redis for the cache to be right, which is why a Redis outage during a write
-cannot leave a stale value behind.
+tagged with that day's tag: the provider's `slots_version` (bumped when all of its days
+change, i.e. a new time zone) and the day's row in `slot_day_versions` (bumped by every
+reservation change or availability post that can affect that day), as
+"{slots_version}:{day version}". Both live in Postgres and are bumped in the same
+transaction as the write, so a value computed from older data (including the slow-reader
+race: compute, invalidate, then write back) carries an older tag and reads as a miss,
+while a write leaves the cached values of days it cannot affect untouched. No
+invalidation message has to reach Redis for the cache to be right, which is why a Redis
+outage during a write cannot leave a stale value behind.
 
 Redis failures never fail a request: timeouts are short, there are no retries, and
 after a failure Redis is skipped for `circuit_seconds` (a circuit breaker), logged
@@ -20,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -52,10 +55,10 @@ def parse_key(key: str) -> tuple[int, date] | None:
         return None
 
 
-def encode_day(day: DaySlots, version: int) -> str:
+def encode_day(day: DaySlots, tag: str) -> str:
     return json.dumps(
         {
-            "version": version,
+            "version": tag,
             "starts": [int(start.timestamp()) for start in day.starts],
             "taken": {
                 str(int(start.timestamp())): (int(until.timestamp()) if until else None)
@@ -66,10 +69,13 @@ def encode_day(day: DaySlots, version: int) -> str:
     )
 
 
-def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
-    """Raises ValueError on anything malformed, whatever the malformation."""
+def decode_day(raw: str | bytes, day: date) -> tuple[str, DaySlots]:
+    """The tag and the day. Raises ValueError on anything malformed, whatever the malformation."""
     try:
         document = json.loads(raw)
+        tag = document["version"]
+        if not isinstance(tag, str):
+            raise TypeError("the tag is not a string")
         starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
         taken = {
             datetime.fromtimestamp(int(start), UTC): (
@@ -77,7 +83,7 @@ def decode_day(raw: str | bytes, day: date) -> tuple[int, DaySlots]:
             )
             for start, until in document["taken"].items()
         }
-        return int(document["version"]), DaySlots(day, starts, taken)
+        return tag, DaySlots(day, starts, taken)
     except Exception as error:
         # Garbage can fail in many ways: `taken` as a list (AttributeError), a timestamp
         # past time_t (OverflowError, or OSError on Linux), ... All of them are a miss.
@@ -160,7 +166,7 @@ class SlotCache:
 
     # --- DayStore -------------------------------------------------------------------
 
-    def get_days(self, provider_id: int, days: Sequence[date], version: int) -> dict[date, DaySlots]:
+    def get_days(self, provider_id: int, days: Sequence[date], tags: Mapping[date, str]) -> dict[date, DaySlots]:
         if not days:
             return {}
         raw_values = self._guarded(lambda: self.client.mget([day_key(provider_id, d) for d in days]), None)
@@ -171,21 +177,21 @@ class SlotCache:
             if raw is None:
                 continue
             try:
-                cached_version, value = decode_day(raw, day)
+                cached_tag, value = decode_day(raw, day)
             except (ValueError, KeyError, TypeError):
                 continue  # a corrupt value is a miss; the sync pass repairs it
-            if cached_version == version:
+            if cached_tag == tags.get(day):
                 found[day] = value
         return found
 
-    def put_days(self, provider_id: int, days: Sequence[DaySlots], version: int) -> None:
+    def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None:
         if not days:
             return
 
         def write() -> None:
             pipeline = self.client.pipeline(transaction=False)
             for day in days:
-                pipeline.set(day_key(provider_id, day.day), encode_day(day, version), ex=self.ttl_seconds)
+                pipeline.set(day_key(provider_id, day.day), encode_day(day, tags[day.day]), ex=self.ttl_seconds)
             pipeline.execute()
 
         self._guarded(write, None)
@@ -200,8 +206,8 @@ class SlotCache:
     def raw(self, keys: Sequence[str]) -> list[Any]:
         return list(self.client.mget(keys))
 
-    def overwrite(self, provider_id: int, day: DaySlots, version: int) -> None:
-        self.client.set(day_key(provider_id, day.day), encode_day(day, version), ex=self.ttl_seconds)
+    def overwrite(self, provider_id: int, day: DaySlots, tag: str) -> None:
+        self.client.set(day_key(provider_id, day.day), encode_day(day, tag), ex=self.ttl_seconds)
 
     def delete(self, keys: Sequence[str]) -> None:
         if keys:

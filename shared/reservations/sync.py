@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from .db import User
-from .scheduling import BookingPolicy, ProviderSchedule
+from .scheduling import BookingPolicy, ProviderSchedule, bump_slot_days, day_tags, days_around
 from .slot_cache import SlotCache, decode_day, encode_day, parse_key
 
 EXPIRY_BATCH = 500
@@ -58,7 +58,7 @@ def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = 
     total = 0
     while True:
         with transaction() as session:
-            provider_ids = session.scalars(
+            expired = session.execute(
                 text(
                     """
                     UPDATE appointments SET status = 'expired', updated_at = :now
@@ -67,19 +67,20 @@ def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = 
                         WHERE status = 'reserved' AND expires_at <= :now
                         ORDER BY id LIMIT :batch
                         FOR UPDATE SKIP LOCKED)
-                    RETURNING provider_id
+                    RETURNING provider_id, start_time
                     """
                 ),
                 {"now": now, "batch": batch},
             ).all()
-            if provider_ids:
-                # Sorted, and last: provider rows are always locked in one order, after rows.
-                session.execute(
-                    text("UPDATE users SET slots_version = slots_version + 1 WHERE id = ANY(:ids)"),
-                    {"ids": sorted(set(provider_ids))},
-                )
-        total += len(provider_ids)
-        if len(provider_ids) < batch:
+            days_by_provider: dict[int, set[date]] = defaultdict(set)
+            for provider_id, start_time in expired:
+                days_by_provider[provider_id].update(days_around(start_time))
+            # Last, and providers in ascending order (days ascending within each): version
+            # rows are always locked in one order, after the appointment rows.
+            for provider_id in sorted(days_by_provider):
+                bump_slot_days(session, provider_id, days_by_provider[provider_id])
+        total += len(expired)
+        if len(expired) < batch:
             return total
 
 
@@ -115,17 +116,21 @@ def reconcile_cache(
                     for key, _, raw in entries:
                         summary.keys_repaired += int(replace(keys=[key], args=[raw, "", 0]))
                     continue
-                fresh = {d.day: d for d in schedule.compute_days(provider, [day for _, day, _ in entries])}
+                days = [day for _, day, _ in entries]
+                # Tags before data, as in `free_slots`: a write in between only makes the
+                # repaired value a miss.
+                tags = day_tags(session, provider, days)
+                fresh = {d.day: d for d in schedule.compute_days(provider, days)}
                 for key, day, raw in entries:
                     try:
-                        version, cached = decode_day(raw, day)
+                        tag, cached = decode_day(raw, day)
                     except (ValueError, KeyError, TypeError):
-                        version, cached = provider.slots_version, None
-                    if version != provider.slots_version:
+                        tag, cached = tags[day], None
+                    if tag != tags[day]:
                         summary.keys_stale += 1  # unreadable already (a miss); expires by TTL
                         continue
-                    correct = encode_day(fresh[day], provider.slots_version)
-                    if cached is None or encode_day(cached, version) != correct:
+                    correct = encode_day(fresh[day], tag)
+                    if cached is None or encode_day(cached, tag) != correct:
                         summary.keys_repaired += int(replace(keys=[key], args=[raw, correct, cache.ttl_seconds]))
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from reservations import sync
 from reservations.config import Settings
-from reservations.db import User
+from reservations.db import SlotDayVersion, User
 from reservations.http.runtime import Runtime
 from reservations.slot_cache import CIRCUIT_SECONDS, SlotCache, day_key
 from tests.cache_world import (
@@ -146,14 +146,22 @@ def test_x_cache_is_miss_then_hit_then_partial_and_shared_between_containers(wor
     assert world.slots(world.providers_b, provider, patient, later_week).headers["x-cache"] == "partial"
     assert world.slots(world.providers_a, provider, patient, later_week).headers["x-cache"] == "hit"
 
-    # The value under the documented key carries the provider's version from Postgres.
+    # The value under the documented key carries the day's tag from Postgres: the provider's
+    # version and the day's, as "{slots_version}:{day version}".
     runtime = runtime_of(world.providers_a)
+    wednesday = date(2027, 1, 6)
     with runtime.transaction() as session:
-        version = session.scalar(select(User.slots_version).where(User.id == provider["id"]))
+        slots_version = session.scalar(select(User.slots_version).where(User.id == provider["id"]))
+        day_version = session.scalar(
+            select(SlotDayVersion.version).where(
+                SlotDayVersion.provider_id == provider["id"], SlotDayVersion.day == wednesday
+            )
+        )
+    assert day_version is not None  # posting the week bumped it
     redis = SlotCache.from_url(runtime.settings.redis_url, ttl_seconds=1).client
     stored = json.loads(redis.get(f"provider:{provider['id']}:timeslots:2027-01-06"))
     redis.close()
-    assert stored["version"] == version
+    assert stored["version"] == f"{slots_version}:{day_version}"
     assert stored["starts"][0] == int(datetime(2027, 1, 6, 8, 0, tzinfo=UTC).timestamp())
 
 

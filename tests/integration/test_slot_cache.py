@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from reservations.config import Settings
-from reservations.http.runtime import Runtime
-from reservations.scheduling import DaySlots
+from reservations.http.runtime import Runtime, booking_policy
+from reservations.scheduling import DaySlots, ProviderSchedule, bump_slot_days, days_around
 from reservations.slot_cache import (
     CIRCUIT_SECONDS,
     CONNECT_TIMEOUT_SECONDS,
@@ -33,8 +34,9 @@ from tests.cache_world import (
     create_user,
     hold,
     listing,
+    move_to,
     open_weekdays,
-    slots_version,
+    slot_tags,
 )
 from tests.conftest import Clock
 from tests.redis_server import FakeMonotonic, HangingServer, RedisServer
@@ -90,17 +92,18 @@ def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -
     )
     provider_id = 990_000_000 + int(time.time() * 1000) % 1_000_000
 
-    cache.put_days(provider_id, [day], version=7)
+    cache.put_days(provider_id, [day], {WEDNESDAY: "7:3"})
 
-    assert cache.get_days(provider_id, [WEDNESDAY], version=7) == {WEDNESDAY: day}
-    # A value computed from another version of the provider's data is a miss.
-    assert cache.get_days(provider_id, [WEDNESDAY], version=8) == {}
+    assert cache.get_days(provider_id, [WEDNESDAY], {WEDNESDAY: "7:3"}) == {WEDNESDAY: day}
+    # A value computed from another version of the day's or of the provider's data is a miss.
+    assert cache.get_days(provider_id, [WEDNESDAY], {WEDNESDAY: "7:4"}) == {}
+    assert cache.get_days(provider_id, [WEDNESDAY], {WEDNESDAY: "8:3"}) == {}
     key = f"provider:{provider_id}:timeslots:2027-01-06"
     assert day_key(provider_id, WEDNESDAY) == key
     assert 0 < cache.client.ttl(key) <= 600
     stored = json.loads(cache.client.get(key))
-    assert stored["version"] == 7
-    assert decode_day(cache.client.get(key), WEDNESDAY) == (7, day)
+    assert stored["version"] == "7:3"
+    assert decode_day(cache.client.get(key), WEDNESDAY) == ("7:3", day)
     cache.client.delete(key)
 
 
@@ -112,28 +115,28 @@ def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -
         b"[]",
         b"42",
         b'{"starts": []}',
-        b'{"version": "x", "starts": [], "taken": {}}',
-        b'{"version": VERSION, "starts": [], "taken": []}',
-        b'{"version": VERSION, "starts": [1e400], "taken": {}}',
-        b'{"version": VERSION, "starts": [99999999999999999], "taken": {}}',
-        b'{"version": VERSION, "starts": [-1000000000000000], "taken": {}}',
-        b'{"version": VERSION, "starts": [], "taken": {"1": 1e30}}',
+        b'{"version": 7, "starts": [], "taken": {}}',
+        b'{"version": "VERSION", "starts": [], "taken": []}',
+        b'{"version": "VERSION", "starts": [1e400], "taken": {}}',
+        b'{"version": "VERSION", "starts": [99999999999999999], "taken": {}}',
+        b'{"version": "VERSION", "starts": [-1000000000000000], "taken": {}}',
+        b'{"version": "VERSION", "starts": [], "taken": {"1": 1e30}}',
     ],
 )
 def test_a_corrupt_value_is_a_miss_and_the_listing_still_answers(
     runtime_at_now: Runtime, cache: SlotCache, provider: int, garbage: bytes
 ) -> None:
     # Given: a correct listing, then one cached day replaced by garbage (even garbage
-    # carrying the current version)
+    # carrying the current tag)
     expected = listing(runtime_at_now, cache, provider).slots
-    version = slots_version(runtime_at_now, provider)
-    cache.client.set(day_key(provider, WEDNESDAY), garbage.replace(b"VERSION", str(version).encode()))
+    tags = slot_tags(runtime_at_now, provider)
+    cache.client.set(day_key(provider, WEDNESDAY), garbage.replace(b"VERSION", tags[WEDNESDAY].encode()))
 
     # When / Then: that day is recomputed, the others still come from the cache
     again = listing(runtime_at_now, cache, provider)
     assert again.slots == expected
     assert again.days_from_store == 6
-    assert cache.get_days(provider, [WEDNESDAY], version) != {}  # the recomputed day was stored back
+    assert cache.get_days(provider, [WEDNESDAY], tags) != {}  # the recomputed day was stored back
 
 
 # --- read-through and freshness ---------------------------------------------------------------
@@ -155,7 +158,7 @@ def test_read_through_fills_the_cache_and_then_serves_from_it(
     assert (shifted.days_from_store, shifted.days_total) == (4, 7)
 
 
-def test_each_committed_write_makes_the_providers_cached_days_a_miss(
+def test_each_committed_write_makes_the_cached_days_it_can_affect_a_miss(
     runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, clock: Clock
 ) -> None:
     other_provider, _ = create_user(runtime_at_now, "provider")
@@ -166,17 +169,21 @@ def test_each_committed_write_makes_the_providers_cached_days_a_miss(
         listing(runtime_at_now, cache, provider)
         assert listing(runtime_at_now, cache, provider).days_from_store == 7
 
+    # A reservation change invalidates the UTC date of its slot and the days either side
+    # (whatever the provider's zone, its local day is one of them): Tue 5 to Thu 7.
+    around_slot = 7 - 3
+
     # Reserve
     warm()
     appointment = hold(runtime_at_now, patient, provider)
     after_reserve = listing(runtime_at_now, cache, provider)
-    assert after_reserve.days_from_store == 0
+    assert after_reserve.days_from_store == around_slot
     assert SLOT not in offered(after_reserve.slots)
 
     # Confirm: the day no longer says "taken until the hold deadline" but "taken"
     warm()
     confirm(runtime_at_now, patient, appointment)
-    assert listing(runtime_at_now, cache, provider).days_from_store == 0
+    assert listing(runtime_at_now, cache, provider).days_from_store == around_slot
     clock.advance(hours=2)  # past the hold deadline
     assert SLOT not in offered(listing(runtime_at_now, cache, provider).slots)
 
@@ -184,18 +191,49 @@ def test_each_committed_write_makes_the_providers_cached_days_a_miss(
     warm()
     cancel(runtime_at_now, patient, appointment)
     after_cancel = listing(runtime_at_now, cache, provider)
-    assert after_cancel.days_from_store == 0
+    assert after_cancel.days_from_store == around_slot
     assert SLOT in offered(after_cancel.slots)
 
-    # Availability change
+    # Availability change: only the posted day
     warm()
     close_day(runtime_at_now, provider, WEDNESDAY)
     after_close = listing(runtime_at_now, cache, provider)
-    assert after_close.days_from_store == 0
+    assert after_close.days_from_store == 6
     assert not [start for start in offered(after_close.slots) if start.date() == WEDNESDAY]
 
-    # The version is per provider: the other provider's days were never invalidated.
+    # A new time zone shifts every local day: all of them
+    warm()
+    move_to(runtime_at_now, provider, "America/New_York")
+    after_move = listing(runtime_at_now, cache, provider)
+    assert after_move.days_from_store == 0
+    assert after_move.slots == listing(runtime_at_now, None, provider).slots
+
+    # Versions are per provider: the other provider's days were never invalidated.
     assert listing(runtime_at_now, cache, other_provider).days_from_store == 7
+
+
+def test_a_write_leaves_the_cached_days_it_cannot_affect_hits(
+    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int
+) -> None:
+    # Given: two weeks listed, so cached
+    two_weeks = (WEEK[0], WEEK[0] + timedelta(days=13))
+    listing(runtime_at_now, cache, provider, *two_weeks)
+    assert listing(runtime_at_now, cache, provider, *two_weeks).days_from_store == 14
+
+    # When: a slot on Wednesday is reserved
+    hold(runtime_at_now, patient, provider)
+
+    # Then: a day five days away is still a hit, with its slots
+    monday_after = WEDNESDAY + timedelta(days=5)
+    far = listing(runtime_at_now, cache, provider, monday_after, monday_after)
+    assert (far.days_from_store, far.days_total) == (1, 1)
+    assert far.slots == listing(runtime_at_now, None, provider, monday_after, monday_after).slots
+    assert len(far.slots) == 32
+    # while the reserved day is a miss that no longer offers the slot
+    near = listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
+    assert (near.days_from_store, near.days_total) == (0, 1)
+    assert SLOT not in offered(near.slots)
+    assert SLOT + timedelta(minutes=15) in offered(near.slots)
 
 
 def test_a_hold_expiring_by_time_frees_the_slot_on_a_cached_day(
@@ -241,6 +279,18 @@ def test_stale_set_race_a_value_computed_before_a_write_is_never_served_after_it
     assert after.days_from_store == 0
     assert (SLOT in offered(after.slots)) == (write == "cancel")
     assert listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY).slots == after.slots
+
+
+def test_a_posting_provider_lock_does_not_block_a_bookings_day_versions(runtime_at_now: Runtime, provider: int) -> None:
+    """A post locks the provider row, then bumps its days; a booking bumps its days last,
+    and a new day's row checks its foreign key to the provider. That check must not wait
+    for the post's lock, or the two could deadlock over the day rows."""
+    with runtime_at_now.transaction() as posting:
+        schedule = ProviderSchedule(posting, policy=booking_policy(runtime_at_now.settings), now=NOW)
+        schedule.provider(provider, for_update=True)
+        with runtime_at_now.transaction() as booking:
+            booking.execute(text("SET LOCAL lock_timeout = '2s'"))
+            bump_slot_days(booking, provider, days_around(SLOT + timedelta(days=60)))  # days with no row yet
 
 
 # --- Redis outages ------------------------------------------------------------------------------
@@ -355,7 +405,8 @@ def test_a_value_stored_before_an_outage_is_not_served_after_a_write_made_during
 
         breaker_clock.advance(CIRCUIT_SECONDS)
         after = listing(runtime_at_now, slot_cache, provider)
-        assert after.days_from_store == 0  # the old week is still in Redis, under the old version
+        # Tue 5 to Thu 7 are still in Redis under their old tags (misses); the rest still hold.
+        assert after.days_from_store == 4
         assert SLOT not in offered(after.slots)
         assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
         slot_cache.client.close()

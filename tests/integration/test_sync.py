@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ from tests.cache_world import (
     meeting_transaction,
     open_weekdays,
     private_database,
-    slots_version,
+    slot_tags,
 )
 from tests.conftest import Clock
 from tests.redis_server import HangingServer, RedisServer
@@ -124,10 +125,16 @@ def provider_with_week(world: SyncWorld) -> int:
     return provider_id
 
 
-def corrupt(cache: SlotCache, provider_id: int, version: int) -> int:
+def bumped(tag: str) -> str:
+    """The tag after one more write to its day."""
+    provider_version, day_version = tag.split(":")
+    return f"{provider_version}:{int(day_version) + 1}"
+
+
+def corrupt(cache: SlotCache, provider_id: int, tags: Mapping[date, str]) -> int:
     """Hand-edit six cached days of the provider in six different ways; returns 6."""
     days = {day: json.loads(cache.client.get(day_key(provider_id, day))) for day in WEEK[:6]}
-    assert all(day["version"] == version for day in days.values())
+    assert all(value["version"] == tags[day] for day, value in days.items())
     monday, tuesday, wednesday, thursday, friday, saturday = WEEK[:6]
     # Monday: an extra offered start (10 minutes off the grid)
     days[monday]["starts"].append(days[monday]["starts"][0] + 600)
@@ -141,7 +148,7 @@ def corrupt(cache: SlotCache, provider_id: int, version: int) -> int:
     days[saturday]["starts"] = [99_999_999_999_999_999]
     for day in (monday, tuesday, wednesday, friday, saturday):
         cache.client.set(day_key(provider_id, day), json.dumps(days[day]), ex=600)
-    # Thursday: garbage under the current version's key
+    # Thursday: garbage under the key of a current value
     cache.client.set(day_key(provider_id, thursday), b"\x00garbage{", ex=600)
     return 6
 
@@ -158,7 +165,7 @@ def test_a_pass_expires_holds_past_their_deadline_and_nothing_else(world: SyncWo
     patient, _ = create_user(world.runtime, "patient")
     booked = hold(world.runtime, patient, provider, SLOT.replace(hour=14))
     confirm(world.runtime, patient, booked)
-    version = slots_version(world.runtime, provider)
+    before = slot_tags(world.runtime, provider)
 
     # When: a pass runs just after the first three deadlines
     world.clock.advance(minutes=HOLD_MINUTES - 20)
@@ -171,7 +178,9 @@ def test_a_pass_expires_holds_past_their_deadline_and_nothing_else(world: SyncWo
     assert world.statuses(stale) == ["expired"] * 3
     assert world.statuses(live) == ["reserved"]
     assert world.statuses([booked]) == ["confirmed"]
-    assert slots_version(world.runtime, provider) == version + 1
+    # The expired holds' days (Wednesday and either side) were bumped, once; no other day.
+    after = slot_tags(world.runtime, provider)
+    assert after == {day: bumped(tag) if day in WEEK[1:4] else tag for day, tag in before.items()}
     assert world.sync(world.cache).expired_holds == 0
 
 
@@ -183,9 +192,10 @@ def test_expiring_holds_makes_their_cached_days_stale_not_repaired(world: SyncWo
 
     summary = world.sync(world.cache)
 
-    # The expiry bumped the version, so the seven cached days are misses: stale, left to their TTL.
-    assert (summary.expired_holds, summary.keys_checked, summary.keys_stale, summary.keys_repaired) == (2, 7, 7, 0)
-    assert listing(world.runtime, world.cache, provider).days_from_store == 0
+    # The expiry bumped Tuesday to Thursday, so those three cached days are misses: stale,
+    # left to their TTL. The other four are still right, so nothing is repaired.
+    assert (summary.expired_holds, summary.keys_checked, summary.keys_stale, summary.keys_repaired) == (2, 7, 3, 0)
+    assert listing(world.runtime, world.cache, provider).days_from_store == 4
 
 
 # --- repair --------------------------------------------------------------------------------------
@@ -199,14 +209,15 @@ def test_hand_corrupted_values_are_repaired_by_the_next_pass_and_only_once(world
     confirm(world.runtime, patient, hold(world.runtime, patient, provider, SLOT.replace(hour=14)))
     truth = listing(world.runtime, None, provider).slots
     listing(world.runtime, world.cache, provider)
-    version = slots_version(world.runtime, provider)
-    edited = corrupt(world.cache, provider, version)
+    tags = slot_tags(world.runtime, provider)
+    edited = corrupt(world.cache, provider, tags)
     # A key of a provider that does not exist, and one for an older version of the data.
     world.cache.client.set(
-        day_key(999_999_999, WEEK[0]), encode_day(fresh_days(world.runtime, provider, WEEK[:1])[0], 1)
+        day_key(999_999_999, WEEK[0]), encode_day(fresh_days(world.runtime, provider, WEEK[:1])[0], "1:1")
     )
     sunday = json.loads(world.cache.client.get(day_key(provider, WEEK[6])))
-    sunday["version"] = version - 1
+    provider_version, day_version = tags[WEEK[6]].split(":")
+    sunday["version"] = f"{int(provider_version) - 1}:{day_version}"
     world.cache.client.set(day_key(provider, WEEK[6]), json.dumps(sunday))
 
     # When
@@ -218,7 +229,7 @@ def test_hand_corrupted_values_are_repaired_by_the_next_pass_and_only_once(world
     assert summary.keys_repaired == edited + 1
     assert summary.keys_stale == 1
     assert world.cache.client.get(day_key(999_999_999, WEEK[0])) is None
-    correct = {day.day: encode_day(day, version) for day in fresh_days(world.runtime, provider, WEEK)}
+    correct = {day.day: encode_day(day, tags[day.day]) for day in fresh_days(world.runtime, provider, WEEK)}
     for day in WEEK[:6]:
         assert world.cache.client.get(day_key(provider, day)) == correct[day].encode()
     assert 0 < world.cache.client.ttl(day_key(provider, WEEK[3])) <= 600
@@ -241,7 +252,7 @@ def test_two_passes_at_once_neither_wait_on_nor_double_count_each_other(world: S
     cached = provider_with_week(world)
     holds_for(world, cached, 1, first_slot=8)  # still live when the passes run
     listing(world.runtime, world.cache, cached)
-    edited = corrupt(world.cache, cached, slots_version(world.runtime, cached))
+    edited = corrupt(world.cache, cached, slot_tags(world.runtime, cached))
     world.clock.advance(minutes=HOLD_MINUTES - 10)
 
     expiry_meeting = threading.Barrier(2, timeout=MEETING_TIMEOUT_SECONDS)

@@ -25,15 +25,24 @@ def upgrade() -> None:
             password_hash text NOT NULL,
             token_version integer NOT NULL DEFAULT 0,
             timezone varchar(64) NOT NULL DEFAULT 'UTC',
-            -- Bumped in the same transaction as every change to a provider's free slots;
-            -- cached slot days carry the version they were computed at. It starts at a
-            -- random value so a recreated database never matches values cached for an
-            -- older one with the same provider ids.
+            -- Bumped in the same transaction as a change to all of a provider's free slots
+            -- (a new time zone); cached slot days carry it in their tag, with their day's
+            -- slot_day_versions.version. It starts at a random value so a recreated
+            -- database never matches values cached for an older one with the same ids.
             slots_version bigint NOT NULL DEFAULT (floor(random() * 1e15))::bigint,
             created_at timestamptz NOT NULL DEFAULT now()
         );
         CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email));
         CREATE INDEX users_role_id ON users (role, id);
+
+        -- One row per provider-local day that a write has touched: bumped in the same
+        -- transaction as every reservation change or availability post on that day.
+        CREATE TABLE slot_day_versions (
+            provider_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            day date NOT NULL,
+            version bigint NOT NULL,
+            PRIMARY KEY (provider_id, day)
+        );
 
         CREATE TABLE refresh_tokens (
             token_hash varchar(64) PRIMARY KEY,
@@ -129,6 +138,7 @@ def downgrade() -> None:
     op.execute(
         """
         DROP TABLE IF EXISTS idempotency_records, appointments, availability_days,
-            availability_periods, login_failures, password_reset_tokens, refresh_tokens, users
+            availability_periods, login_failures, password_reset_tokens, refresh_tokens,
+            slot_day_versions, users
         """
     )
