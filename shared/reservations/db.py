@@ -40,7 +40,7 @@ def make_engine(url: str, *, pool_size: int = 1, connect_timeout: float = 5.0, t
     if tls:
         # pg8000 does not verify unless given a context; RDS certificates chain to the system store.
         connect_args["ssl_context"] = ssl.create_default_context()
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
@@ -48,6 +48,24 @@ def make_engine(url: str, *, pool_size: int = 1, connect_timeout: float = 5.0, t
         pool_timeout=30,
         connect_args=connect_args,
     )
+    _ping_treats_socket_errors_as_disconnects(engine)
+    return engine
+
+
+def _ping_treats_socket_errors_as_disconnects(engine: Engine) -> None:
+    """pg8000 sometimes lets a reset socket surface as a bare OSError (ConnectionResetError,
+    BrokenPipeError), which SQLAlchemy's pre-ping does not catch (it expects DBAPI errors):
+    a warm container would then fail the request instead of reconnecting."""
+    dialect = engine.dialect
+    ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        try:
+            return bool(ping(dbapi_connection))
+        except OSError:
+            return False  # disconnected: the pool replaces the connection
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
 @contextmanager

@@ -169,7 +169,7 @@ class SlotCache:
     def get_days(self, provider_id: int, days: Sequence[date], tags: Mapping[date, str]) -> dict[date, DaySlots]:
         if not days:
             return {}
-        raw_values = self._guarded(lambda: self.client.mget([day_key(provider_id, d) for d in days]), None)
+        raw_values = self._guarded(lambda: self._get_many([day_key(provider_id, d) for d in days]), None)
         if raw_values is None:
             return {}
         found: dict[date, DaySlots] = {}
@@ -204,7 +204,16 @@ class SlotCache:
             yield key.decode() if isinstance(key, bytes) else str(key)
 
     def raw(self, keys: Sequence[str]) -> list[Any]:
-        return list(self.client.mget(keys))
+        return self._get_many(keys)
+
+    def _get_many(self, keys: Sequence[str]) -> list[Any]:
+        """GETs in one pipelined round trip rather than MGET: the day keys of a provider
+        hash to different cluster slots, and cluster-mode Redis (ElastiCache Serverless
+        only runs that way) refuses a multi-key command across slots with CROSSSLOT."""
+        pipeline = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.get(key)
+        return list(pipeline.execute())
 
     def overwrite(self, provider_id: int, day: DaySlots, tag: str) -> None:
         self.client.set(day_key(provider_id, day.day), encode_day(day, tag), ex=self.ttl_seconds)

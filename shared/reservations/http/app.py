@@ -149,6 +149,8 @@ def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> 
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_rejected)
+    # A socket reset mid-query can escape pg8000 as a bare ConnectionError.
+    app.add_exception_handler(ConnectionError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     _ = RequestValidationError  # FastAPI's default 422 body is kept on purpose
     return app
