@@ -909,11 +909,11 @@ def throughput_table(results: list[Throughput]) -> Table:
         "takes, patients rotating (none nears the 3-hold limit). As threads, the 8 containers share one "
         "process and its GIL; as processes (`python -m bench.load_bench`, loaded and connected before the "
         "start) they do not, like Lambda containers. 'one provider' books one popular provider's calendar "
-        "(every reservation bumps that provider's slots_version row); 'a provider each' spreads the clients. "
+        "(every reservation bumps version rows of that provider's days); 'a provider each' spreads the clients. "
         "The baseline sends the INSERT a reservation ends with (same columns, same exclusion constraints and "
         f"indexes) straight through pg8000, autocommit, {DRIVER_EACH} per thread. A reservation is one "
-        "transaction of ~14 round trips (pg8000's BEGIN, pool pre-ping, token user, provider, 2 availability "
-        "reads, patient row lock, hold count, lazy expiry, SAVEPOINT, INSERT, RELEASE, slots_version bump, "
+        "transaction of ~12 round trips (pg8000's BEGIN, pool pre-ping, token user, provider, 2 availability "
+        "reads, patient row lock, hold count, lazy expiry, INSERT, day-version bump, "
         "COMMIT) plus JSON, validation and slot generation in Python; the 2 cores are shared with Postgres.",
     )
 
@@ -1332,7 +1332,8 @@ def gateway_tables(runs: list[LoadRun]) -> list[Table]:
             "Latency measured by the client: HTTP on loopback, the gateway's event translation and worker-thread "
             "hop, the handler, and the wait for a pool connection when more requests than connections are in "
             "flight. X-Cache counts the listings' cache header: every reserve, confirm and cancel bumps the "
-            "provider's slots_version, which turns all of that provider's cached days into misses.",
+            "versions of the days around its slot (UTC date +-1), which turns those cached days into misses; "
+            "the provider's other days stay hits, hence the many partial listings.",
         ),
     ]
 

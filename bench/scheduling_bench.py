@@ -649,8 +649,8 @@ def plans_table(listings: list[Listing]) -> Table:
         rows,
         "The exact statement and parameters the handler sent (captured from its engine), explained on a "
         f"separate connection. Index condition: `{index_cond}`. Rows visited = returned + removed by filter: "
-        "the condition has no lower bound on start_time, so the scan reads every row of the provider that "
-        "starts before the window's end (all its history) and drops the past ones with the end_time filter.",
+        "the condition bounds start_time on both sides (appointments are one slot long), so the scan stays "
+        "inside the window however much history the provider has.",
     )  # fmt: skip
 
 
