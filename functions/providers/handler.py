@@ -22,8 +22,9 @@ from reservations.http.booking_schemas import (
     SlotOut,
     StoredDay,
     StoredWeekly,
+    appointment_out,
 )
-from reservations.http.deps import CurrentUser, SessionDep, require_role
+from reservations.http.deps import CurrentUser, NowDep, SessionDep, require_role
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.scheduling import format_days, format_time
 
@@ -52,6 +53,7 @@ def post_availability(
     user: CurrentUser,
     schedule: ScheduleDep,
     session: SessionDep,
+    now: NowDep,
 ) -> AvailabilityPosted:
     result = schedule.post_availability(user, provider_id, body.to_domain())
     session.commit()
@@ -59,15 +61,7 @@ def post_availability(
         message=f"availability updated for {len(result.touched)} date(s)",
         slots=result.slots,
         conflicts=[
-            AppointmentConflict(
-                id=a.id,
-                slot_id=a.id,
-                provider_id=a.provider_id,
-                patient_id=a.patient_id,
-                start_time=a.start_time,
-                end_time=a.end_time,
-                status=a.status,
-            )
+            AppointmentConflict.model_validate(appointment_out(a, now).model_dump(exclude={"expires_at"}))
             for a in result.conflicts
         ],
     )
@@ -132,24 +126,12 @@ def booked_appointments(
     provider_id: ProviderId,
     user: CurrentUser,
     schedule: ScheduleDep,
+    now: NowDep,
     start_date: StartDate = None,
     end_date: EndDate = None,
 ) -> list[BookedAppointmentOut]:
     rows = schedule.booked_appointments(user, provider_id, start_date, end_date)
-    return [
-        BookedAppointmentOut(
-            id=a.id,
-            slot_id=a.id,
-            provider_id=a.provider_id,
-            patient_id=a.patient_id,
-            patient_name=name,
-            start_time=a.start_time,
-            end_time=a.end_time,
-            status=a.status,
-            expires_at=a.expires_at,
-        )
-        for a, name in rows
-    ]
+    return [BookedAppointmentOut(**appointment_out(a, now).model_dump(), patient_name=name) for a, name in rows]
 
 
 handler = make_lambda_handler(app, function="providers")
