@@ -3,6 +3,7 @@ tokens, password change and the e-mailed reset flow."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from .errors import (
 )
 from .mail import Mailer
 from .security import PasswordHasher, TokenCodec, opaque_token, token_digest
+
+logger = logging.getLogger(__name__)
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -61,7 +64,7 @@ def validate_password(password: str) -> None:
 def validate_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a tzdata folder: OSError
         raise Unprocessable(f"unknown time zone '{name}'", code="invalid_timezone") from None
     return name
 
@@ -236,16 +239,19 @@ class AccountService:
         )
         self.session.flush()
         minutes = int(self.policy.reset_ttl.total_seconds() // 60)
-        mailer.send(
-            to=user.email,
-            subject="Reset your Reservations password",
-            body=(
-                f"Hello {user.name},\n\n"
-                f"Use this single-use token within {minutes} minutes to choose a new password:\n\n"
-                f'{token}\n\nPOST it to {reset_url} as {{"token": "...", "new_password": "..."}}.\n'
-                "If you did not ask for this, ignore this message.\n"
-            ),
-        )
+        try:
+            mailer.send(
+                to=user.email,
+                subject="Reset your Reservations password",
+                body=(
+                    f"Hello {user.name},\n\n"
+                    f"Use this single-use token within {minutes} minutes to choose a new password:\n\n"
+                    f'{token}\n\nPOST it to {reset_url} as {{"token": "...", "new_password": "..."}}.\n'
+                    "If you did not ask for this, ignore this message.\n"
+                ),
+            )
+        except Exception:
+            logger.exception("password-reset e-mail could not be sent")
 
     def confirm_password_reset(self, token: str, new_password: str) -> User:
         validate_password(new_password)

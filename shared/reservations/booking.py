@@ -60,11 +60,14 @@ class BookingService:
         if patient.role != "patient":
             raise Forbidden("only patients can reserve", code="wrong_role")
         start = start_time if start_time.tzinfo else start_time.replace(tzinfo=UTC)
-        start = start.astimezone(UTC)
+        try:
+            start = start.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:45-14:00 lies past datetime's range in UTC
+            raise Unprocessable("start_time is out of range", code="invalid_start_time") from None
         if not slot_on_grid(start):
             raise Unprocessable("start_time must be on the 15-minute grid (:00, :15, :30, :45)", code="off_grid")
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
-        provider = schedule.provider(provider_id)
+        provider = schedule.provider(provider_id, for_share=True)
         if start < self.now + self.policy.min_notice:
             hours = self.policy.min_notice.total_seconds() / 3600
             raise InvalidRequest(f"reservations need at least {hours:g} hours of notice", code="too_soon")
@@ -79,7 +82,10 @@ class BookingService:
             raise Conflict("the provider does not offer this slot", code="slot_unavailable")
         end = start + SLOT
         # One patient's reservations run one at a time, so the hold limit cannot be raced past.
-        self.session.execute(select(User.id).where(User.id == patient.id).with_for_update())
+        # FOR NO KEY UPDATE: it serialises this patient's reservations but, unlike FOR UPDATE,
+        # not the foreign-key checks of rows referencing the patient (a keyed confirm's
+        # idempotency record), which would otherwise deadlock with it.
+        self.session.execute(select(User.id).where(User.id == patient.id).with_for_update(key_share=True))
         active_holds = self.session.scalar(
             select(func.count()).where(
                 Appointment.patient_id == patient.id,

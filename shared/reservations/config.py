@@ -97,7 +97,10 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        ZoneInfo(value)
+        try:
+            ZoneInfo(value)
+        except (KeyError, OSError) as error:  # not found, or a tzdata folder
+            raise ValueError(f"unknown time zone '{value}'") from error
         return value
 
     @field_validator("email_sender", "jwt_secret_arn", "database_secret_arn", "database_host")

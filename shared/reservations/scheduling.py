@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from .availability import (
+    MAX_RANGE_DAYS,
     SLOT_MINUTES,
     Availability,
     WeeklyPeriod,
@@ -213,8 +214,16 @@ class ProviderSchedule:
 
     # --- providers -----------------------------------------------------------------
 
-    def provider(self, provider_id: int, *, for_update: bool = False) -> User:
+    def provider(self, provider_id: int, *, for_update: bool = False, for_share: bool = False) -> User:
         query = select(User).where(User.id == provider_id, User.role == "provider")
+        if for_update or for_share:
+            # The caller may have loaded this row before (authentication does): a locked
+            # read must refresh it, or it would act on values read before the lock.
+            query = query.execution_options(populate_existing=True)
+        if for_share:
+            # Bookings check the rules under FOR SHARE, so a concurrent availability post
+            # (FOR NO KEY UPDATE) cannot change them between the check and the insert.
+            query = query.with_for_update(read=True)
         if for_update:
             # FOR NO KEY UPDATE: it serialises writers of the row like FOR UPDATE, but not
             # the foreign-key checks (FOR KEY SHARE) of rows referencing the provider, such
@@ -348,10 +357,16 @@ class ProviderSchedule:
 
     def compute_days(self, provider: User, days: Sequence[date]) -> list[DaySlots]:
         """Offered and taken slots of each day, from Postgres (the source of truth)."""
-        if not days:
-            return []
+        # Per run of consecutive days: the days asked for (cached keys, say) may lie
+        # centuries apart, and one generation over the whole span would be refused.
+        computed: dict[date, DaySlots] = {}
+        for first, last in _contiguous_runs(days):
+            run = [day for day in days if first <= day <= last]
+            computed.update((slots.day, slots) for slots in self._compute_run(provider, run, first, last))
+        return [computed[day] for day in days]
+
+    def _compute_run(self, provider: User, days: Sequence[date], first: date, last: date) -> list[DaySlots]:
         zone = ZoneInfo(provider.timezone)
-        first, last = min(days), max(days)
         availability = self.load_availability(provider.id, first, last)
         by_day: dict[date, list[datetime]] = {day: [] for day in days}
         for start, _ in generate_slots(availability, zone, first, last):
@@ -411,9 +426,10 @@ class ProviderSchedule:
 
 
 def _contiguous_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Runs of consecutive dates, none longer than one slot generation may span."""
     runs: list[tuple[date, date]] = []
-    for day in sorted(days):
-        if runs and runs[-1][1] + timedelta(days=1) == day:
+    for day in sorted(set(days)):
+        if runs and runs[-1][1] + timedelta(days=1) == day and (day - runs[-1][0]).days < MAX_RANGE_DAYS:
             runs[-1] = (runs[-1][0], day)
         else:
             runs.append((day, day))

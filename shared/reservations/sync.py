@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import CursorResult, select, text
 from sqlalchemy.orm import Session
 
 from .db import User
@@ -42,6 +42,7 @@ class SyncSummary:
     keys_checked: int = 0
     keys_repaired: int = 0
     keys_stale: int = 0
+    rows_purged: int = 0
     cache_available: bool = True
     duration_ms: float = 0.0
 
@@ -50,6 +51,37 @@ class SyncSummary:
 
 
 Transaction = Callable[[], AbstractContextManager[Session]]
+
+# Rows past their use: idempotency records after 24 h, login failures after a day (the
+# lockout window is minutes), refresh tokens once expired, reset tokens a day after expiry.
+_PURGES = (
+    ("idempotency_records", "created_at <= CAST(:now AS timestamptz) - interval '24 hours'"),
+    ("login_failures", "failed_at <= CAST(:now AS timestamptz) - interval '1 day'"),
+    ("refresh_tokens", "expires_at <= CAST(:now AS timestamptz)"),
+    ("password_reset_tokens", "expires_at <= CAST(:now AS timestamptz) - interval '1 day'"),
+)
+PURGE_BATCH = 5000
+PURGE_MAX_BATCHES = 20
+
+
+def purge_expired_rows(transaction: Transaction, now: datetime) -> int:
+    """Keep tables that clients can grow (e.g. failed logins for made-up e-mails) bounded,
+    in short batches so a pass never holds long locks."""
+    total = 0
+    for table, condition in _PURGES:
+        for _ in range(PURGE_MAX_BATCHES):
+            with transaction() as session:
+                result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                    text(
+                        f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {condition} LIMIT :batch)"
+                    ),
+                    {"now": now, "batch": PURGE_BATCH},
+                )
+                deleted = result.rowcount
+            total += deleted
+            if deleted < PURGE_BATCH:
+                break
+    return total
 
 
 def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = EXPIRY_BATCH) -> int:
@@ -140,6 +172,7 @@ def run_sync_pass(
     started = time.perf_counter()
     summary = SyncSummary()
     summary.expired_holds = expire_stale_holds(transaction, now)
+    summary.rows_purged = purge_expired_rows(transaction, now)
     if cache is None:
         summary.cache_available = False
     else:

@@ -568,3 +568,41 @@ def test_deeply_nested_json_is_rejected_cleanly(world: World) -> None:
         "/appointments/reserve", raw_body=deep, token=patient["token"], headers={"content-type": "application/json"}
     )
     assert 400 <= response.status < 500
+
+
+# --- regressions found in review -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["America", "Europe", "Etc"])
+def test_a_tzdata_folder_is_not_a_time_zone(world: World, zone: str) -> None:
+    body = {"name": "Dr", "email": unique_email(), "password": "password1", "role": "provider", "timezone": zone}
+    assert world.auth.post("/register", json_body=body).status == 422
+    provider = world.user("provider")
+    posted = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body={**WEEK, "timezone": zone}, token=provider["token"]
+    )
+    assert posted.status == 422
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:45:00-14:00", "0001-01-01T00:00:00+14:00"])
+def test_reserve_with_an_offset_past_the_calendar_is_422(world: World, start: str) -> None:
+    provider, patient = world.user("provider"), world.user("patient")
+    assert reserve(world, patient, provider, start).status == 422
+
+
+def test_long_runs_of_dated_entries_are_accepted(world: World) -> None:
+    provider = world.user("provider")
+    first = date(2027, 1, 1)
+    body = {
+        "general_schedule": {"start_date": "2027-01-01", "end_date": "2027-12-31", "times": []},
+        "exceptions": [{"date": (first + timedelta(days=365 + i)).isoformat(), "times": []} for i in range(2)],
+    }
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=body, token=provider["token"]
+    )
+    assert response.status == 200, response.body
+    many = {"exceptions": [{"date": (first + timedelta(days=i)).isoformat(), "times": []} for i in range(367)]}
+    response = world.providers.post(
+        f"/providers/{provider['id']}/availability", json_body=many, token=provider["token"]
+    )
+    assert response.status == 200, response.body

@@ -489,6 +489,7 @@ def test_the_scheduled_event_expires_stale_holds_and_returns_the_summary(sync_wo
         "keys_checked",
         "keys_repaired",
         "keys_stale",
+        "rows_purged",
         "cache_available",
         "duration_ms",
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -314,3 +315,45 @@ def test_a_pass_without_a_cache_expires_holds_and_says_so(world: SyncWorld) -> N
     world.clock.advance(minutes=HOLD_MINUTES)
     summary = world.sync(None)
     assert (summary.expired_holds, summary.cache_available) == (1, False)
+
+
+def test_a_pass_reconciles_cached_days_centuries_apart_and_purges_spent_rows(settings) -> None:  # type: ignore[no-untyped-def]
+    """Listings may be cached anywhere between 1970 and 2199; a pass must not try to
+    generate one span across them. Spent rows (old idempotency records, login failures)
+    are purged."""
+    from datetime import date as _date
+
+    from sqlalchemy import text as _text
+
+    from reservations.http.runtime import Runtime, booking_policy
+    from reservations.scheduling import ProviderSchedule
+    from reservations.sync import run_sync_pass
+
+    runtime = Runtime(settings)
+    try:
+        provider = create_provider_for_sync(runtime)
+        cache = runtime.day_store
+        with runtime.transaction() as session:
+            schedule = ProviderSchedule(session, policy=booking_policy(settings), now=runtime.now(), store=cache)
+            schedule.free_slots(provider, _date(2027, 1, 4), _date(2027, 1, 5))
+            schedule.free_slots(provider, _date(2199, 12, 1), _date(2199, 12, 2))
+            session.execute(
+                _text(
+                    "INSERT INTO login_failures (email_key, failed_at) "
+                    "VALUES ('x@example.com', now() - interval '2 days')"
+                )
+            )
+        summary = run_sync_pass(runtime.transaction, cache, policy=booking_policy(settings), now=runtime.now())
+        assert summary.cache_available is True
+        assert summary.keys_checked >= 4
+        assert summary.rows_purged >= 1
+    finally:
+        runtime.engine.dispose()
+
+
+def create_provider_for_sync(runtime) -> int:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as session:
+        user = runtime.accounts(session).register(
+            name="P", email=f"sync-{uuid.uuid4().hex}@example.com", password="password1", role="provider"
+        )
+        return int(user.id)
