@@ -30,6 +30,7 @@ os.environ.update(
 os.environ.pop("JWT_SECRET_ARN", None)
 os.environ.pop("EMAIL_SENDER", None)
 
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -40,6 +41,12 @@ from reservations.config import Settings, load_settings, normalise_database_url
 from reservations.http.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
+
+# On CI the property-based tests replay the same examples every run, so a landing never
+# depends on luck; locally they keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 DEFAULT_SERVER_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
 
 

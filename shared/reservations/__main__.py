@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
     # Locally there is no CloudWatch to receive metrics: don't print EMF blobs per request.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     parser = argparse.ArgumentParser(prog="python -m reservations")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(
