@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 import math
@@ -22,56 +21,23 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
+
+from bench.common import LambdaContext, http_event, load_function, throwaway_database
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ReservationsBench")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "reservations")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_EVENT = json.loads((REPO / "events" / "http-api-request.json").read_text())
 # The same variables and defaults as the other suites (bench/common.py): the benches' own Redis database.
-SERVER_URL = os.environ.get("BENCH_DATABASE_URL") or "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/12"
 CALLS = int(os.environ.get("BENCH_CALLS", "300"))
 WARMUP = 30
 GOAL_RATIO = 3.0
-
-
-def http_event(path: str, *, token: str | None = None, query: dict[str, str] | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = copy.deepcopy(SAMPLE_EVENT)
-    headers = dict(event["headers"])
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    event.update(
-        routeKey=f"GET {path}",
-        rawPath=path,
-        rawQueryString=urlencode(query or {}),
-        headers=headers,
-        queryStringParameters=query or {},
-    )
-    event["requestContext"].update(routeKey=f"GET {path}", requestId=uuid.uuid4().hex)
-    event["requestContext"]["http"].update(method="GET", path=path)
-    return event
-
-
-class Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
 
 
 def percentile(samples_ms: list[float], fraction: float) -> float:
@@ -93,39 +59,6 @@ def measure(call: Callable[[], Any], *, before: Callable[[], Any] | None = None,
         call()
         samples.append((time.perf_counter_ns() - started) / 1e6)
     return samples
-
-
-def load_handler(name: str) -> ModuleType:
-    """functions/<name>/handler.py as a fresh module: one cold Lambda container."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_fn_{name}_{uuid.uuid4().hex}", REPO / "functions" / name / "handler.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from reservations import migrations
-    from reservations.config import normalise_database_url
-
-    server = make_url(normalise_database_url(SERVER_URL))
-    name = f"reservations_bench_{uuid.uuid4().hex[:8]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    migrations.create_database_if_missing(url)
-    try:
-        migrations.upgrade(url)
-        yield url
-    finally:
-        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def hello_world_handlers() -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -230,16 +163,16 @@ def measure_all(settings: Any, database_url: str) -> Measured:
     from reservations.scheduling import ProviderSchedule
 
     provider_id, token = setup_world(settings)
-    event = http_event(f"/providers/{provider_id}/time-slots", token=token)  # default: today + 6 days
-    providers = load_handler("providers")
+    event = http_event("GET", f"/providers/{provider_id}/time-slots", token=token)  # default: today + 6 days
+    providers = load_function("providers")
     providers.app.state.runtime.settings = settings
     runtime = providers.app.state.runtime
-    uncached_providers = load_handler("providers")
+    uncached_providers = load_function("providers")
     uncached_providers.app.state.runtime.settings = settings.model_copy(update={"redis_url": ""})
     providers_without_powertools = Mangum(providers.app, lifespan="off")
     bare_hello, powertools_hello = hello_world_handlers()
-    hello_event = http_event("/hello")
-    context = Context()
+    hello_event = http_event("GET", "/hello")
+    context = LambdaContext()
     redis_client = redis.Redis.from_url(REDIS_URL)
     bump_engine = create_engine(database_url, pool_size=1)
 

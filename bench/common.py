@@ -211,25 +211,10 @@ def machine_info() -> dict[str, Any]:
 @contextlib.contextmanager
 def throwaway_database(prefix: str = "reservations_bench") -> Iterator[str]:
     """A new, migrated database on the bench server, dropped on exit (even on errors)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from reservations import migrations
 
-    server = make_url(server_url())
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrations.create_database_if_missing(url)
-        migrations.upgrade(url)
+    with migrations.scratch_database(server_url(), prefix) as url:
         yield url
-    finally:
-        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
 
 
 @contextlib.contextmanager

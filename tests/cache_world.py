@@ -5,14 +5,12 @@ that count over whole tables (a sync pass expires every stale hold it can see)."
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from reservations import migrations
@@ -37,20 +35,8 @@ WEEK = [NOW.date() + timedelta(days=offset) for offset in range(7)]  # Mon 4 .. 
 SLOT = datetime(2027, 1, 6, 9, 0, tzinfo=UTC)  # Wednesday 09:00, offered and far enough ahead
 
 
-@contextmanager
-def private_database(suite_database_url: str, label: str) -> Iterator[str]:
-    server = make_url(suite_database_url)
-    name = f"reservations_{label}_{uuid.uuid4().hex[:8]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    migrations.create_database_if_missing(url)
-    migrations.upgrade(url)
-    try:
-        yield url
-    finally:
-        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def private_database(suite_database_url: str, label: str) -> AbstractContextManager[str]:
+    return migrations.scratch_database(suite_database_url, f"reservations_{label}")
 
 
 def empty_tables(url: str) -> None:

@@ -31,8 +31,6 @@ os.environ.pop("JWT_SECRET_ARN", None)
 os.environ.pop("EMAIL_SENDER", None)
 
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from reservations import migrations
@@ -76,17 +74,9 @@ def _server_url() -> str:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    server = make_url(_server_url())
-    name = f"reservations_test_{uuid.uuid4().hex[:10]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    migrations.create_database_if_missing(url)
-    migrations.upgrade(url)
-    os.environ["DATABASE_URL"] = url
-    yield url
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with migrations.scratch_database(_server_url(), "reservations_test") as url:
+        os.environ["DATABASE_URL"] = url
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -124,19 +124,7 @@ def response_sink() -> Iterator[Any]:
 @pytest.fixture
 def empty_database(database_url: str) -> Iterator[str]:
     """A new, empty database on the test server (dropped afterwards)."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from reservations import migrations
 
-    server = make_url(database_url)
-    name = f"reservations_infra_{uuid.uuid4().hex[:10]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    migrations.create_database_if_missing(url)
-    yield url
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with migrations.scratch_database(database_url, "reservations_infra", migrate=False) as url:
+        yield url

@@ -197,15 +197,5 @@ def test_cold_imports_use_only_the_build(invoke: Any, migrated: dict[str, Any]) 
 
 @pytest.fixture(scope="module")
 def empty_database_module(database_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    server = make_url(database_url)
-    name = f"reservations_built_{uuid.uuid4().hex[:10]}"
-    url = server.set(database=name).render_as_string(hide_password=False)
-    migrations.create_database_if_missing(url)
-    yield url
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with migrations.scratch_database(database_url, "reservations_built", migrate=False) as url:
+        yield url
