@@ -20,7 +20,7 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 venv: $(STAMP)
 
 dev: $(STAMP) ## serve the API through the real handlers at http://$(HOST):$(PORT)
-	$(PY) -m reservations dev --host $(HOST) --port $(PORT)
+	$(PY) -m reservations_dev dev --host $(HOST) --port $(PORT)
 
 test: $(STAMP) .tools/sam/.installed ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -51,17 +51,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 migrate: $(STAMP)
-	$(PY) -m reservations migrate
+	$(PY) -m reservations_dev migrate
 
 create-admin: $(STAMP)
 	@test -n "$(EMAIL)" -a -n "$(PASSWORD)" || { echo "usage: make create-admin EMAIL=... PASSWORD=... [NAME=...]"; exit 2; }
-	$(PY) -m reservations create-admin --email "$(EMAIL)" --password "$(PASSWORD)" --name "$(or $(NAME),Administrator)"
+	$(PY) -m reservations_dev create-admin --email "$(EMAIL)" --password "$(PASSWORD)" --name "$(or $(NAME),Administrator)"
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .aws-sam
 
 sync: $(STAMP) ## one cache/DB sync pass, as the EventBridge schedule runs it
-	$(PY) -m reservations sync
+	$(PY) -m reservations_dev sync
 
 bench: $(STAMP) ## speed figures (tables printed, bench/results.json written)
 	$(PY) -m bench

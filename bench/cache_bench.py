@@ -75,17 +75,17 @@ def hello_world_handlers() -> tuple[Callable[..., Any], Callable[..., Any]]:
         return {"hello": "world"}
 
     bare: Callable[..., Any] = Mangum(app, lifespan="off")
-    return bare, make_lambda_handler(app, function="hello")
+    return bare, make_lambda_handler(app)
 
 
 def setup_world(settings: Any) -> tuple[int, str]:
     """A provider open weekdays 8am-5pm for 5 weeks (some slots held), and a patient token."""
-    from reservations.accounts import AccountService
-    from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
-    from reservations.booking import BookingService
-    from reservations.db import User
+    from reservations.domain.accounts import AccountService
+    from reservations.domain.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
+    from reservations.domain.booking import BookingService
+    from reservations.adapters.db import User
     from reservations.http.runtime import Runtime, booking_policy
-    from reservations.scheduling import PostedAvailability, ProviderSchedule
+    from reservations.domain.scheduling import PostedAvailability, ProviderSchedule
 
     runtime = Runtime(settings)
     now = runtime.now()
@@ -158,9 +158,9 @@ def measure_all(settings: Any, database_url: str) -> Measured:
     from mangum import Mangum
     from sqlalchemy import create_engine, text
 
-    from reservations.accounts import AccountService
+    from reservations.domain.accounts import AccountService
     from reservations.http.runtime import booking_policy
-    from reservations.scheduling import ProviderSchedule
+    from reservations.domain.scheduling import ProviderSchedule
 
     provider_id, token = setup_world(settings)
     event = http_event("GET", f"/providers/{provider_id}/time-slots", token=token)  # default: today + 6 days

@@ -8,17 +8,12 @@ recorded. Nothing here asserts a timing: suites report figures and ratios only.
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
-import importlib.util
 import io
-import json
 import math
 import os
 import platform
-import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
+
+from reservations_dev import harness
+from reservations_dev.harness import LambdaContext, http_event  # noqa: F401 - the suites import them from here
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
@@ -211,9 +208,9 @@ def machine_info() -> dict[str, Any]:
 @contextlib.contextmanager
 def throwaway_database(prefix: str = "reservations_bench") -> Iterator[str]:
     """A new, migrated database on the bench server, dropped on exit (even on errors)."""
-    from reservations import migrations
+    from reservations_dev import databases
 
-    with migrations.scratch_database(server_url(), prefix) as url:
+    with databases.scratch_database(server_url(), prefix) as url:
         yield url
 
 
@@ -259,23 +256,8 @@ def bench_environment(database_url: str, *, redis: str = "", **extra: str) -> di
 
 
 def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/handler.py as a new module: one call = one cold container."""
-    from reservations.config import settings_from_environment
-
-    settings_from_environment.cache_clear()
-    spec = importlib.util.spec_from_file_location(
-        f"bench_fn_{name}_{uuid.uuid4().hex}", REPO / "functions" / name / "handler.py"
-    )
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"functions/{name}/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as an import would: dataclasses look the module up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
+    """functions/<name>/handler.py as a new module: one call = one cold container."""
+    return harness.load_function(name, fresh=True)
 
 
 def release_function(module: ModuleType) -> None:
@@ -283,55 +265,6 @@ def release_function(module: ModuleType) -> None:
     runtime = module.app.state.runtime
     if "engine" in runtime.__dict__:
         runtime.engine.dispose()
-
-
-_SAMPLE_EVENT: dict[str, Any] | None = None
-
-
-def http_event(
-    method: str,
-    path: str,
-    *,
-    json_body: Any = None,
-    token: str | None = None,
-    query: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """An API Gateway HTTP API payload 2.0 event, built from events/http-api-request.json."""
-    global _SAMPLE_EVENT  # noqa: PLW0603 - read once, lazily
-    if _SAMPLE_EVENT is None:
-        _SAMPLE_EVENT = json.loads((REPO / "events" / "http-api-request.json").read_text())
-    event = copy.deepcopy(_SAMPLE_EVENT)
-    headers = dict(event["headers"])
-    body = "" if json_body is None else json.dumps(json_body)
-    if json_body is not None:
-        headers["content-type"] = "application/json"
-    headers["content-length"] = str(len(body.encode()))
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    route = f"{method} {path}"
-    event.update(
-        routeKey=route,
-        rawPath=path,
-        rawQueryString=urlencode(query or {}),
-        headers=headers,
-        queryStringParameters=query or {},
-        body=body,
-        isBase64Encoded=False,
-    )
-    event["requestContext"].update(routeKey=route, requestId=uuid.uuid4().hex)
-    event["requestContext"]["http"].update(method=method, path=path)
-    return event
-
-
-class LambdaContext:
-    function_name = "bench-function"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
-    aws_request_id = "bench-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
 
 
 @contextlib.contextmanager
@@ -343,9 +276,12 @@ def quiet() -> Iterator[None]:
         yield
 
 
-_CONTEXT = LambdaContext()
+# One context for every call, so building it is not part of what a series times; it
+# counts down from Lambda's longest Timeout, which no bench run reaches.
+_CONTEXT = LambdaContext(function_name="bench-function", memory_limit_in_mb=512, timeout_seconds=900)
 
 
 def invoke(handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any]) -> dict[str, Any]:
     """Call a handler the way the Lambda runtime does (the event is not modified)."""
-    return handler(event, _CONTEXT)
+    result: dict[str, Any] = harness.call(handler, event, _CONTEXT)
+    return result

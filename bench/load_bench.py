@@ -13,7 +13,7 @@
    popular provider, and one provider each; 8 containers as threads of this process, and
    as 8 processes), next to the same INSERT sent by 8 threads straight through pg8000.
 4. Scale: uncached 31-day time-slots with 0 and with 1,000,000 appointments in the table.
-5. HTTP load through the local API gateway (`reservations.local.gateway`, template.yaml's
+5. HTTP load through the local API gateway (`reservations_dev.server`, template.yaml's
    routes) on 127.0.0.1: 20 clients, in a separate process, list / reserve / confirm /
    cancel for `BENCH_LOAD_SECONDS` (default 60), next to the same gateway serving a
    hello-world function.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
-import importlib.util
 import json
 import os
 import random
@@ -40,7 +39,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,7 +54,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, generate_slots, parse_days, parse_window
+from reservations.domain.availability import (
+    Availability,
+    WeeklyPeriod,
+    WeeklyWindow,
+    generate_slots,
+    parse_days,
+    parse_window,
+)
 
 from .common import (
     REPO,
@@ -66,6 +71,7 @@ from .common import (
     count,
     http_event,
     invoke,
+    load_function,
     measure,
     ms,
     patched_environ,
@@ -178,8 +184,8 @@ def slot_sequence(first_day: int, n: int) -> list[datetime]:
 
 
 def post_availability(runtime: Any, provider_ids: Sequence[int]) -> None:
+    from reservations.domain.scheduling import PostedAvailability, ProviderSchedule
     from reservations.http.runtime import booking_policy
-    from reservations.scheduling import PostedAvailability, ProviderSchedule
 
     availability = weekly_availability()
     touched = frozenset(TODAY + timedelta(days=i) for i in range(OPEN_DAYS))
@@ -196,32 +202,11 @@ def pin_clock(module: ModuleType) -> ModuleType:
     return module
 
 
-def load_registered(name: str) -> ModuleType:
-    """common.load_function, with the module registered in sys.modules while it runs, as
-    an import (and the local gateway) does: `dataclasses` looks the module up there, so
-    functions/appointments/handler.py (a @dataclass under `from __future__ import
-    annotations`) cannot load through common.load_function alone."""
-    from reservations.config import settings_from_environment
-
-    settings_from_environment.cache_clear()
-    module_name = f"bench_fn_{name}_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / name / "handler.py")
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"functions/{name}/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[module_name]
-    return module
-
-
 def container(name: str, **environment: str) -> ModuleType:
     """A fresh, clock-pinned function container, with extra variables while it loads
     (settings are read at import)."""
     with patched_environ(**environment):
-        module = load_registered(name)
+        module = load_function(name)
     return pin_clock(module)
 
 
@@ -342,7 +327,7 @@ def hello_handlers() -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[
     def hello() -> dict[str, str]:  # a sync route, like the project's routes
         return {"hello": "world"}
 
-    return Mangum(app, lifespan="off"), make_lambda_handler(app, function="bench-hello")
+    return Mangum(app, lifespan="off"), make_lambda_handler(app)
 
 
 # --- 1. warm latency -------------------------------------------------------------------
@@ -356,7 +341,7 @@ class Case:
 
 
 def baseline_cases(providers: ModuleType, world: World) -> list[Case]:
-    from reservations.slot_cache import day_key
+    from reservations.adapters.slot_cache import day_key
 
     log("latency: baselines")
     bare_hello, wrapped_hello = hello_handlers()
@@ -451,7 +436,7 @@ def write_cases(appointments: ModuleType, world: World) -> list[Case]:
 
 
 def token_cases(auth: ModuleType, world: World) -> list[Case]:
-    from reservations.security import PasswordHasher
+    from reservations.adapters.security import PasswordHasher
 
     log("latency: /token (argon2id at the production cost, then the test cost)")
     production = PasswordHasher()  # the Settings defaults: time_cost=3, memory 64 MiB
@@ -1081,7 +1066,7 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
-handler = make_lambda_handler(app, function="hello")
+handler = make_lambda_handler(app)
 """
 
 
@@ -1194,30 +1179,29 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
 def serving(template: Path) -> Iterator[tuple[str, list[ModuleType]]]:
     """The gateway over template.yaml on 127.0.0.1 (free port), its functions loaded
     before traffic (no cold start inside the timed run) with their clocks pinned."""
+    from reservations_dev import harness, server
+
     from reservations.config import settings_from_environment
-    from reservations.local import gateway
 
     settings_from_environment.cache_clear()  # the functions read the current environment
-    gateway.clear_handler_cache()
-    app = gateway.create_app(template)
+    harness.clear_handler_cache()
+    app = server.create_app(template)
     modules: list[ModuleType] = []
     seen: set[str] = set()
     for route in app.state.routes:
         if route.function_name in seen:
             continue
         seen.add(route.function_name)
-        gateway.load_handler(route)
-        module_path = route.handler.replace("/", ".").rsplit(".", 1)[0]
-        module = sys.modules[f"lambda_functions.{route.function_name}.{module_path}"]
+        module = harness.load_module(route)  # the warm container the gateway serves
         if hasattr(getattr(getattr(module, "app", None), "state", None), "runtime"):
             modules.append(pin_clock(module))
     try:
-        with gateway.run_in_thread(app, "127.0.0.1", 0) as base_url:
+        with server.run_in_thread(app, "127.0.0.1", 0) as base_url:
             yield base_url, modules
     finally:
         for module in modules:
             release_function(module)
-        gateway.clear_handler_cache()
+        harness.clear_handler_cache()
 
 
 @dataclass(frozen=True)

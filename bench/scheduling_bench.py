@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
-from reservations.availability import (
+from reservations.domain.availability import (
     Availability,
     WeeklyPeriod,
     WeeklyWindow,
@@ -39,7 +39,7 @@ from reservations.availability import (
     parse_window,
 )
 from reservations.http.runtime import booking_policy
-from reservations.scheduling import ProviderSchedule
+from reservations.domain.scheduling import ProviderSchedule
 
 from .common import (
     Table,
@@ -379,7 +379,7 @@ def hello_world_handler() -> Callable[..., dict[str, Any]]:
     def hello() -> dict[str, bool]:
         return {"ok": True}
 
-    return make_lambda_handler(app, function="bench-hello")
+    return make_lambda_handler(app)
 
 
 def pin_clock(module: ModuleType) -> None:

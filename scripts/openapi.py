@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib.util
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +32,9 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 DOCS_PATHS = frozenset({"/openapi.json", "/docs"})
 
 
-def _import_app(code_uri: Path, handler: str) -> Any:
-    """Import a function's handler module under a private name and return its FastAPI app."""
-    module_path = handler.replace("/", ".").rsplit(".", 1)[0]
-    source = code_uri / Path(*module_path.split(".")).with_suffix(".py")
-    spec = importlib.util.spec_from_file_location(f"openapi_{code_uri.name}_{uuid.uuid4().hex}", source)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {source}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, "app", None)
-
-
 def merged_document(template: Path = TEMPLATE) -> dict[str, Any]:
-    from reservations.local.gateway import load_routes
+    from reservations_dev.harness import load_module
+    from reservations_dev.template import load_routes
 
     routes_by_function: dict[str, list[Any]] = {}
     for route in load_routes(template):
@@ -62,7 +48,7 @@ def merged_document(template: Path = TEMPLATE) -> dict[str, Any]:
     for function_name, routes in routes_by_function.items():
         if {r.path for r in routes} <= DOCS_PATHS:
             continue
-        app = _import_app(routes[0].code_uri, routes[0].handler)
+        app = getattr(load_module(routes[0], fresh=True), "app", None)  # its own cold container
         if app is None or getattr(app, "openapi_url", None) is None:
             continue  # not a FastAPI app, or one that documents nothing
         document = app.openapi()

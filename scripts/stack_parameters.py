@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def template_parameters(template: Path) -> set[str]:
-    from reservations.local.gateway import load_template
+    from reservations_dev.template import load_template
 
     return set((load_template(template).get("Parameters") or {}).keys())
 

@@ -3,81 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Depends, Path, Query, status
+from fastapi import Path, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
-from reservations.booking import BookingService, IdempotencyStore, StoredResponse, request_fingerprint
-from reservations.db import Appointment, User
+from reservations.composition import Container
+from reservations.domain.booking import Replayable
 from reservations.http.app import create_app
-from reservations.http.booking_deps import BookingDep, IdempotencyKey
-from reservations.http.booking_schemas import MAX_ID, AppointmentOut, ReserveIn, SlotRef, appointment_out
-from reservations.http.deps import CurrentUser, NowDep, SessionDep
+from reservations.http.booking_schemas import MAX_ID, AppointmentOut, ReserveIn, SlotRef
+from reservations.http.deps import Caller, IdempotencyKey
 from reservations.http.lambda_entry import make_lambda_handler
 
-app = create_app("Reservations appointments")
+# Settings are validated here, at import of the handler, so a bad variable fails the cold start.
+container = Container()
+app = create_app("Reservations appointments", container)
+booking = container.booking
 
 
-@dataclass(frozen=True)
-class Write:
-    """What every write endpoint needs: the caller, the service and the transaction."""
-
-    user: User
-    booking: BookingService
-    session: Session
-    now: dt.datetime
-    idempotency_key: str | None
-
-    def run(
-        self, operation: str, body: BaseModel, success_status: int, action: Callable[[], Appointment]
-    ) -> JSONResponse:
-        """Execute once per Idempotency-Key and commit before answering."""
-        store = IdempotencyStore(self.session, now=self.now)
-        fingerprint = request_fingerprint(operation, body.model_dump(mode="json"))
-        key = self.idempotency_key
-        if key is not None and (replay := store.begin(self.user.id, key, operation, fingerprint)) is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code, headers={"Idempotent-Replayed": "true"})
-        result = appointment_out(action(), self.now).model_dump(mode="json")
-        if key is not None:
-            store.save(self.user.id, key, operation, fingerprint, StoredResponse(success_status, result))
-        self.session.commit()
-        return JSONResponse(result, status_code=success_status)
-
-
-async def write_context(
-    user: CurrentUser, booking: BookingDep, session: SessionDep, now: NowDep, idempotency_key: IdempotencyKey = None
-) -> Write:
-    return Write(user, booking, session, now, idempotency_key)
-
-
-WriteDep = Annotated[Write, Depends(write_context)]
+def _answer(outcome: Replayable, status_code: int) -> JSONResponse:
+    body = AppointmentOut.model_validate(outcome.value).model_dump(mode="json")
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 @app.post("/appointments/reserve", status_code=status.HTTP_201_CREATED, response_model=AppointmentOut)
-def reserve(body: ReserveIn, write: WriteDep) -> JSONResponse:
-    return write.run("reserve", body, 201, lambda: write.booking.reserve(write.user, body.provider_id, body.start_time))
+def reserve(body: ReserveIn, caller: Caller, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    outcome = booking.reserve(
+        caller, provider_id=body.provider_id, start_time=body.start_time, idempotency_key=idempotency_key
+    )
+    return _answer(outcome, status.HTTP_201_CREATED)
 
 
 @app.post("/appointments/confirm", response_model=AppointmentOut)
-def confirm(body: SlotRef, write: WriteDep) -> JSONResponse:
-    return write.run("confirm", body, 200, lambda: write.booking.confirm(write.user, body.slot_id))
+def confirm(body: SlotRef, caller: Caller, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return _answer(booking.confirm(caller, slot_id=body.slot_id, idempotency_key=idempotency_key), status.HTTP_200_OK)
 
 
 @app.post("/appointments/cancel", response_model=AppointmentOut)
-def cancel(body: SlotRef, write: WriteDep) -> JSONResponse:
-    return write.run("cancel", body, 200, lambda: write.booking.cancel(write.user, body.slot_id))
+def cancel(body: SlotRef, caller: Caller, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    return _answer(booking.cancel(caller, slot_id=body.slot_id, idempotency_key=idempotency_key), status.HTTP_200_OK)
 
 
 @app.get("/appointments", response_model=list[AppointmentOut])
 def list_appointments(
-    user: CurrentUser,
-    booking: BookingDep,
-    now: NowDep,
+    caller: Caller,
     status_filter: Annotated[
         Literal["reserved", "confirmed", "cancelled", "expired"] | None, Query(alias="status")
     ] = None,
@@ -86,15 +56,13 @@ def list_appointments(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[AppointmentOut]:
-    rows = booking.list_own(user, status=status_filter, first=start_date, last=end_date, limit=limit, offset=offset)
-    return [appointment_out(a, now) for a in rows]
+    views = booking.list_own(caller, status=status_filter, first=start_date, last=end_date, limit=limit, offset=offset)
+    return [AppointmentOut.model_validate(view) for view in views]
 
 
 @app.get("/appointments/{appointment_id}", response_model=AppointmentOut)
-def get_appointment(
-    appointment_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: CurrentUser, booking: BookingDep, now: NowDep
-) -> AppointmentOut:
-    return appointment_out(booking.get(user, appointment_id), now)
+def get_appointment(appointment_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> AppointmentOut:
+    return AppointmentOut.model_validate(booking.get(caller, appointment_id))
 
 
-handler = make_lambda_handler(app, function="appointments")
+handler = make_lambda_handler(app, container.settings)

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from reservations.http.runtime import Runtime, booking_policy
-from reservations.scheduling import NoStore
-from reservations.slot_cache import SlotCache
-from reservations.sync import run_sync_pass
+from reservations.composition import Container
+from reservations.http.lambda_entry import powertools
 
-logger = Logger(service="reservations")
-metrics = Metrics(namespace="Reservations", service="reservations")
-tracer = Tracer(service="reservations")
-runtime = Runtime()
+container = Container()
+logger, metrics, tracer = powertools(container.settings)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -23,9 +18,7 @@ runtime = Runtime()
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(trigger=event.get("detail-type", "manual"), event_time=event.get("time"))
-    store = runtime.day_store
-    cache = store if isinstance(store, SlotCache) and not isinstance(store, NoStore) else None
-    summary = run_sync_pass(runtime.transaction, cache, policy=booking_policy(runtime.settings), now=runtime.now())
+    summary = container.housekeeping.sync_pass()
     metrics.add_metric(name="ExpiredHolds", unit=MetricUnit.Count, value=summary.expired_holds)
     metrics.add_metric(name="CacheKeysChecked", unit=MetricUnit.Count, value=summary.keys_checked)
     metrics.add_metric(name="CacheKeysRepaired", unit=MetricUnit.Count, value=summary.keys_repaired)

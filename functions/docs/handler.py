@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from reservations.config import settings_from_environment
 from reservations.http.lambda_entry import make_lambda_handler
 
 DOCUMENT_PATH = Path(__file__).resolve().parent / "openapi.json"
@@ -41,4 +42,4 @@ def swagger_ui() -> HTMLResponse:
     return page
 
 
-handler = make_lambda_handler(app, function="docs")
+handler = make_lambda_handler(app, settings_from_environment())

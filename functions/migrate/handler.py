@@ -38,13 +38,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
-from sqlalchemy import event, select, text
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from reservations import migrations
 from reservations.config import Settings, settings_from_environment
 
-logger = Logger(service="reservations")
+# The service name comes from POWERTOOLS_SERVICE_NAME; settings are read per request, so a
+# bad variable fails the request (and CloudFormation hears of it), not the cold start.
+logger = Logger()
 
 # CloudFormation reads at most 4 KiB of response; the reason is what people see.
 MAX_REASON_CHARS = 1000
@@ -96,7 +98,7 @@ def known_revision(revision: str) -> bool:
 
 def run_migrations() -> dict[str, Any]:
     """Upgrade the configured database to the newest revision; idempotent."""
-    from reservations.http.runtime import database_url
+    from reservations.adapters.credentials import database_url
 
     settings = settings_from_environment()
     url = database_url(settings)
@@ -117,14 +119,12 @@ def run_migrations() -> dict[str, Any]:
 
 
 def create_first_admin(payload: dict[str, Any]) -> dict[str, Any]:
-    """Create the first admin account; refused when one exists already."""
+    """Create the first admin account; refused when one exists already (the same use
+    case, and so the same rule, as `make create-admin`)."""
     from pydantic import EmailStr, TypeAdapter, ValidationError
 
-    from reservations.accounts import AccountService
-    from reservations.db import User
-    from reservations.errors import DomainError
-    from reservations.http.runtime import Runtime
-    from reservations.security import SigningKeys, TokenCodec
+    from reservations.composition import Container
+    from reservations.domain.errors import DomainError
 
     try:
         email = str(TypeAdapter(EmailStr).validate_python(payload.get("email")))
@@ -136,34 +136,16 @@ def create_first_admin(payload: dict[str, Any]) -> dict[str, Any]:
     if generated:
         password = secrets.token_urlsafe(18)
 
-    runtime = Runtime()
+    container = Container()
     try:
-        with runtime.transaction() as session:
-            # Serialise bootstraps: two at once must not both find "no admin yet".
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtext('reservations:create-first-admin'))"))
-            if session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
-                return {
-                    "status": "refused",
-                    "reason": "an admin exists already; admins create further admins with POST /register",
-                }
-            # The account service wants a token codec; creating a user never signs a
-            # token, so a throwaway key keeps this function away from the JWT secret.
-            codec = TokenCodec(
-                SigningKeys.from_secret(secrets.token_hex(32)),
-                issuer=runtime.settings.jwt_issuer,
-                audience=runtime.settings.jwt_audience,
-            )
-            service = AccountService(
-                session, hasher=runtime.hasher, codec=codec, policy=runtime.account_policy, now=runtime.now()
-            )
-            try:
-                user = service.create_first_admin(name=name, email=email, password=str(password))
-            except DomainError as error:
-                return {"status": "error", "code": error.code, "reason": error.message}
-            result: dict[str, Any] = {"status": "created", "id": user.id, "email": user.email}
+        user = container.accounts.create_first_admin(name=name, email=email, password=str(password))
+    except DomainError as error:
+        if error.code == "admin_exists":
+            return {"status": "refused", "reason": error.message}
+        return {"status": "error", "code": error.code, "reason": error.message}
     finally:
-        if "engine" in runtime.__dict__:
-            runtime.engine.dispose()
+        container.close()
+    result: dict[str, Any] = {"status": "created", "id": user.id, "email": user.email}
     if generated:
         result["password"] = password
         result["note"] = "generated once and not stored: sign in and change it with POST /reset-password"

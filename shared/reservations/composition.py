@@ -1,35 +1,48 @@
-"""Process-wide resources of one function container, created lazily on first use so a
-cold start pays only for what the request needs."""
+"""The composition root: the only place that turns settings into resources (engine,
+cache, hasher, token codec, mailer, policies, clock) and those into use cases.
+
+Every Lambda function, the local CLI, the migrate and cache_sync functions, the tests
+and the benches get their use cases from a `Container`. Resources are created lazily on
+first use, so a cold start pays only for what its first request needs.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..accounts import AccountPolicy, AccountService
-from ..config import ConfigurationError, Settings, settings_from_environment
-from ..db import make_engine, session_scope
-from ..mail import LogMailer, Mailer, SesMailer
-from ..scheduling import BookingPolicy, DayStore, NoStore
-from ..security import PasswordHasher, SigningKeys, TokenCodec
+from reservations.adapters.credentials import SECRET_CACHE_SECONDS, database_url, refresh_credentials_on_connect
+from reservations.adapters.db import make_engine, unit_of_work
+from reservations.adapters.mail import LogMailer, Mailer, SesMailer
+from reservations.adapters.security import PasswordHasher, SigningKeys, TokenCodec
+from reservations.config import Settings, settings_from_environment
+from reservations.domain.accounts import AccountPolicy
+from reservations.domain.scheduling import BookingPolicy, DayStore, NoStore
 
-SECRET_CACHE_SECONDS = 300
+if TYPE_CHECKING:
+    from reservations.usecases.accounts import AccountUseCases
+    from reservations.usecases.booking import BookingUseCases
+    from reservations.usecases.housekeeping import HousekeepingUseCases
+    from reservations.usecases.schedule import ScheduleUseCases
+
+logger = logging.getLogger("reservations.cache")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Runtime:
+class Container:
+    """Resources and use cases of one process (a Lambda container, the CLI, a test)."""
+
     def __init__(self, settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings or settings_from_environment()
         self.clock = clock
@@ -37,6 +50,12 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def configure(self, **changes: Any) -> None:
+        """Replace settings (tests change policies between requests); policies follow."""
+        self.settings = self.settings.model_copy(update=changes)
+
+    # --- resources ---------------------------------------------------------------------
 
     @cached_property
     def engine(self) -> Engine:
@@ -51,10 +70,8 @@ class Runtime:
                 refresh_credentials_on_connect(engine, self.settings)
             return engine
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with session_scope(self.engine) as session:
-            yield session
+    def unit_of_work(self) -> AbstractContextManager[Session]:
+        return unit_of_work(self.engine)
 
     @cached_property
     def hasher(self) -> PasswordHasher:
@@ -92,18 +109,13 @@ class Runtime:
         """The Redis slot cache, or nothing when REDIS_URL is empty."""
         if not self.settings.cache_enabled:
             return NoStore()
-        from ..slot_cache import SlotCache
+        from reservations.adapters.slot_cache import SlotCache
 
         return SlotCache.from_url(
-            self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=_redis_outage
+            self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=self._redis_outage
         )
 
-    def accounts(self, session: Session, now: datetime | None = None) -> AccountService:
-        return AccountService(
-            session, hasher=self.hasher, codec=self.token_codec(), policy=self.account_policy, now=now or self.now()
-        )
-
-    @cached_property
+    @property
     def account_policy(self) -> AccountPolicy:
         s = self.settings
         return AccountPolicy(
@@ -114,75 +126,69 @@ class Runtime:
             reset_ttl=timedelta(minutes=s.password_reset_expire_minutes),
         )
 
+    @property
+    def booking_policy(self) -> BookingPolicy:
+        s = self.settings
+        return BookingPolicy(
+            min_notice=timedelta(hours=s.min_booking_notice_hours),
+            horizon=timedelta(days=s.max_booking_horizon_days),
+            hold_ttl=timedelta(minutes=s.confirmation_grace_period_minutes),
+            max_active_holds=s.max_active_holds,
+        )
 
-def url_from_rds_secret(secret: Mapping[str, Any], *, host: str | None = None) -> str:
-    """The SQLAlchemy URL for a secret of the RDS shape (username, password, host, port,
-    dbname); ``host`` overrides the secret's, e.g. with the RDS Proxy endpoint."""
-    missing = [key for key in ("username", "password") if not secret.get(key)]
-    if not (host or secret.get("host")):
-        missing.append("host")
-    if missing:
-        raise ConfigurationError(f"DATABASE_SECRET_ARN: the secret has no {', '.join(missing)}")
-    url = URL.create(
-        "postgresql+pg8000",
-        username=str(secret["username"]),
-        password=str(secret["password"]),
-        host=host or str(secret["host"]),
-        port=int(secret.get("port") or 5432),
-        database=str(secret.get("dbname") or "postgres"),
-    )
-    return url.render_as_string(hide_password=False)
+    def metrics(self) -> Any:
+        """A Powertools Metrics bound to the configured namespace and service."""
+        from aws_lambda_powertools import Metrics
 
+        return Metrics(
+            namespace=self.settings.powertools_metrics_namespace, service=self.settings.powertools_service_name
+        )
 
-def database_secret(settings: Settings) -> Mapping[str, Any]:
-    """The DATABASE_SECRET_ARN secret as a mapping (Powertools caches it for a while)."""
-    from aws_lambda_powertools.utilities import parameters
+    def _redis_outage(self, error: BaseException) -> None:
+        """Once per circuit period: one warning and one metric, not one per request."""
+        from aws_lambda_powertools.metrics import MetricUnit
 
-    assert settings.database_secret_arn
-    value = parameters.get_secret(settings.database_secret_arn, transform="json", max_age=SECRET_CACHE_SECONDS)
-    if not isinstance(value, Mapping):
-        raise ConfigurationError("DATABASE_SECRET_ARN: the secret is not a JSON object of the RDS shape")
-    return value
+        from reservations.adapters.slot_cache import CIRCUIT_SECONDS
 
+        logger.warning(
+            "Redis unavailable (%s: %s); serving from Postgres, next attempt in %.0f s",
+            type(error).__name__,
+            error,
+            CIRCUIT_SECONDS,
+        )
+        self.metrics().add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)
 
-def database_url(settings: Settings) -> str:
-    """DATABASE_URL, or the URL built from the DATABASE_SECRET_ARN secret when one is set."""
-    if not settings.database_secret_arn:
-        return settings.database_url
-    return url_from_rds_secret(database_secret(settings), host=settings.database_host)
+    # --- use cases ---------------------------------------------------------------------
 
+    @cached_property
+    def accounts(self) -> AccountUseCases:
+        # Imported on first use: a function loads only the use cases it serves.
+        from reservations.usecases.accounts import AccountUseCases
 
-def refresh_credentials_on_connect(engine: Engine, settings: Settings) -> None:
-    """Take user and password from the (cached) secret for every new connection, so a
-    rotated password is picked up without recycling the container."""
+        return AccountUseCases(self)
 
-    @event.listens_for(engine, "do_connect")
-    def _fresh_credentials(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        secret = database_secret(settings)
-        cparams["user"] = str(secret["username"])
-        cparams["password"] = str(secret["password"])
+    @cached_property
+    def booking(self) -> BookingUseCases:
+        from reservations.usecases.booking import BookingUseCases
 
+        return BookingUseCases(self)
 
-def booking_policy(settings: Settings) -> BookingPolicy:
-    return BookingPolicy(
-        min_notice=timedelta(hours=settings.min_booking_notice_hours),
-        horizon=timedelta(days=settings.max_booking_horizon_days),
-        hold_ttl=timedelta(minutes=settings.confirmation_grace_period_minutes),
-        max_active_holds=settings.max_active_holds,
-    )
+    @cached_property
+    def schedule(self) -> ScheduleUseCases:
+        from reservations.usecases.schedule import ScheduleUseCases
 
+        return ScheduleUseCases(self)
 
-def _redis_outage(error: BaseException) -> None:
-    """Once per circuit period: one warning and one metric, not one per request."""
-    from aws_lambda_powertools import Metrics
-    from aws_lambda_powertools.metrics import MetricUnit
+    @cached_property
+    def housekeeping(self) -> HousekeepingUseCases:
+        from reservations.usecases.housekeeping import HousekeepingUseCases
 
-    from ..slot_cache import CIRCUIT_SECONDS
+        return HousekeepingUseCases(self)
 
-    logging.getLogger("reservations.cache").warning(
-        "Redis unavailable (%s: %s); serving from Postgres, next attempt in %.0f s",
-        type(error).__name__,
-        error,
-        CIRCUIT_SECONDS,
-    )
-    Metrics().add_metric(name="CacheUnavailable", unit=MetricUnit.Count, value=1)
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release pooled connections (a recycled container, the end of a test)."""
+        engine = self.__dict__.pop("engine", None)
+        if engine is not None:
+            engine.dispose()

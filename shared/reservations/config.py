@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     email_sender: str | None = None
     password_reset_url: str = "http://127.0.0.1:3000/password-reset/confirm"  # noqa: S105
     default_timezone: str = "UTC"
+    # Read by Powertools too; the one source of the service name and metrics namespace.
+    powertools_service_name: str = "reservations"
+    powertools_metrics_namespace: str = "Reservations"
 
     @field_validator("database_url")
     @classmethod

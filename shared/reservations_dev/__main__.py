@@ -1,4 +1,4 @@
-"""Command line for local use: `python -m reservations {dev,migrate,create-admin,sync}`.
+"""Command line for local use: `python -m reservations_dev {dev,migrate,create-admin,sync}`.
 
 In local mode (APP_ENV=local, the default) every command falls back to an embedded
 Postgres under `.local/` when DATABASE_URL does not answer, so a bare machine works.
@@ -21,13 +21,13 @@ logger = logging.getLogger("reservations")
 
 def _prepare_database() -> str:
     """Resolve the database (embedded fallback in local mode), create it, migrate it."""
-    from . import migrations
-    from .config import settings_from_environment
+    from reservations import migrations
+    from reservations.config import settings_from_environment
 
     settings = settings_from_environment()
     url = settings.database_url
     if settings.app_env == "local":
-        from .local.embedded_postgres import ensure_postgres
+        from reservations_dev.embedded_postgres import ensure_postgres
 
         url = ensure_postgres(url, EMBEDDED_DATA_DIR)
         if url != settings.database_url:
@@ -41,7 +41,7 @@ def _prepare_database() -> str:
 
 def _check_redis() -> None:
     """No Redis: run without the cache and say so once, instead of once per request."""
-    from .config import settings_from_environment
+    from reservations.config import settings_from_environment
 
     settings = settings_from_environment()
     if not settings.cache_enabled:
@@ -65,8 +65,8 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from pydantic import EmailStr, TypeAdapter, ValidationError
 
-    from .errors import DomainError
-    from .http.runtime import Runtime
+    from reservations.composition import Container
+    from reservations.domain.errors import DomainError
 
     try:
         email = TypeAdapter(EmailStr).validate_python(args.email)
@@ -74,22 +74,22 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         print(f"error: '{args.email}' is not a valid e-mail address", file=sys.stderr)
         return 2
     _prepare_database()
-    runtime = Runtime()
+    container = Container()
     try:
-        with runtime.transaction() as session:
-            service = runtime.accounts(session)
-            user = service.create_first_admin(name=args.name, email=str(email), password=args.password)
-            print(f"created admin {user.email} (id {user.id})")
+        user = container.accounts.create_first_admin(name=args.name, email=str(email), password=args.password)
     except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 1
     finally:
-        runtime.engine.dispose()
+        container.close()
+    print(f"created admin {user.email} (id {user.id})")
     return 0
 
 
 def cmd_sync(_: argparse.Namespace) -> int:
-    from .local.gateway import invoke, load_schedules, scheduled_event
+    from reservations_dev.events import scheduled_event
+    from reservations_dev.harness import invoke
+    from reservations_dev.template import load_schedules
 
     _prepare_database()
     _check_redis()
@@ -102,7 +102,7 @@ def cmd_sync(_: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from .local.gateway import scheduled_tasks, serve
+    from reservations_dev.server import scheduled_tasks, serve
 
     os.environ.setdefault("DB_POOL_SIZE", "10")
     _prepare_database()
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     # Locally there is no CloudWatch to receive metrics: don't print EMF blobs per request.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    parser = argparse.ArgumentParser(prog="python -m reservations")
+    parser = argparse.ArgumentParser(prog="python -m reservations_dev")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(
         run=cmd_migrate
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     dev.set_defaults(run=cmd_dev)
     args = parser.parse_args(argv)
-    from .config import ConfigurationError
+    from reservations.config import ConfigurationError
 
     try:
         return int(args.run(args))

@@ -32,6 +32,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from reservations.domain.errors import DomainError
+
 ROLES = ("patient", "provider", "admin")
 
 
@@ -69,15 +71,23 @@ def _ping_treats_socket_errors_as_disconnects(engine: Engine) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any exception."""
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """One transaction, and the only place that commits: on success, or on a domain error
+    whose preceding writes are part of its outcome (``keep_changes``); any other
+    exception rolls back."""
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
-            session.commit()
+        except DomainError as error:
+            if error.keep_changes:
+                session.commit()
+            else:
+                session.rollback()
+            raise
         except BaseException:
             session.rollback()
             raise
+        session.commit()
 
 
 def sqlstate(error: DBAPIError) -> str | None:
@@ -207,6 +217,5 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     operation: Mapped[str] = mapped_column(String(32))
     request_hash: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

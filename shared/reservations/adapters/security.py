@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 from passlib.context import CryptContext
 
-from .errors import Unauthenticated
+from reservations.domain.errors import Unauthenticated
 
 JWT_ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105

@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .scheduling import DaySlots
+from reservations.domain.scheduling import DaySlots
 
 logger = logging.getLogger(__name__)
 

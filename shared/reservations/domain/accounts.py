@@ -3,7 +3,6 @@ tokens, password change and the e-mailed reset flow."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,8 +12,9 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .db import LoginFailure, PasswordResetToken, RefreshToken, User, sqlstate
-from .errors import (
+from reservations.adapters.db import LoginFailure, PasswordResetToken, RefreshToken, User, sqlstate
+from reservations.adapters.security import AccessClaims, PasswordHasher, TokenCodec, opaque_token, token_digest
+from reservations.domain.errors import (
     Conflict,
     Forbidden,
     InvalidRequest,
@@ -23,10 +23,6 @@ from .errors import (
     Unauthenticated,
     Unprocessable,
 )
-from .mail import Mailer
-from .security import PasswordHasher, TokenCodec, opaque_token, token_digest
-
-logger = logging.getLogger(__name__)
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -41,6 +37,15 @@ class AccountPolicy:
     login_max_failures: int
     login_lockout: timedelta
     reset_ttl: timedelta
+
+
+@dataclass(frozen=True)
+class ResetMessage:
+    """A reset token to send to its owner (only ever to them, never to a log or event)."""
+
+    to: str
+    subject: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,24 @@ def validate_timezone(name: str) -> str:
     return name
 
 
+def current_user(session: Session, claims: AccessClaims) -> User:
+    """The user a verified access token speaks for, unless the token was revoked since
+    (a password change bumps ``token_version``) or the role no longer matches."""
+    user = session.get(User, claims.user_id)
+    if user is None or user.token_version != claims.token_version or user.role != claims.role:
+        raise Unauthenticated("token has been revoked", code="token_revoked")
+    return user
+
+
 class AccountService:
     def __init__(
-        self, session: Session, *, hasher: PasswordHasher, codec: TokenCodec, policy: AccountPolicy, now: datetime
+        self,
+        session: Session,
+        *,
+        hasher: PasswordHasher,
+        codec: TokenCodec | None,
+        policy: AccountPolicy,
+        now: datetime,
     ) -> None:
         self.session = session
         self.hasher = hasher
@@ -89,7 +109,14 @@ class AccountService:
         return self._create_user(name=name, email=email, password=password, role=role, timezone=timezone)
 
     def create_first_admin(self, *, name: str, email: str, password: str) -> User:
-        """Operator bootstrap (command line only): needs no admin token."""
+        """Operator bootstrap (the CLI and the migrate function): needs no admin token, and
+        is refused once any admin exists; concurrent bootstraps are serialised, so two at
+        once cannot both find "no admin yet"."""
+        self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('reservations:create-first-admin'))"))
+        if self.session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
+            raise Conflict(
+                "an admin exists already; admins create further admins with POST /register", code="admin_exists"
+            )
         return self._create_user(name=name, email=email, password=password, role="admin", timezone="UTC")
 
     def _create_user(self, *, name: str, email: str, password: str, role: str, timezone: str) -> User:
@@ -123,9 +150,9 @@ class AccountService:
         self._refuse_if_locked_out(key)
         user = self._find_by_email(email)
         if not self.hasher.verify(password, user.password_hash if user else None) or user is None:
+            # The failure must count even though the request fails.
             self.session.add(LoginFailure(email_key=key, failed_at=self.now))
-            self.session.commit()  # the failure must count even though the request fails
-            raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials")
+            raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials", keep_changes=True)
         self.session.execute(delete(LoginFailure).where(LoginFailure.email_key == key))
         return self._issue_pair(user, family_id=str(uuid.uuid4()))
 
@@ -159,8 +186,7 @@ class AccountService:
                 .where(RefreshToken.family_id == stored.family_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=self.now)
             )
-            self.session.commit()
-            raise Unauthenticated("refresh token already used", code="refresh_token_reused")
+            raise Unauthenticated("refresh token already used", code="refresh_token_reused", keep_changes=True)
         user = self.session.get(User, stored.user_id)
         if stored.expires_at <= self.now or user is None or user.token_version != stored.token_version:
             raise Unauthenticated("refresh token expired or revoked", code="invalid_refresh_token")
@@ -179,19 +205,27 @@ class AccountService:
                 expires_at=self.now + self.policy.refresh_ttl,
             )
         )
+        assert self.codec is not None, "signing tokens needs a codec"
         access = self.codec.issue_access(
             user_id=user.id, role=user.role, token_version=user.token_version, now=self.now, ttl=self.policy.access_ttl
         )
         return TokenPair(access, refresh_token, int(self.policy.access_ttl.total_seconds()))
 
-    def authenticate(self, access_token: str) -> User:
-        claims = self.codec.decode_access(access_token, now=self.now)
-        user = self.session.get(User, claims.user_id)
-        if user is None or user.token_version != claims.token_version or user.role != claims.role:
-            raise Unauthenticated("token has been revoked", code="token_revoked")
-        return user
-
     # --- passwords -----------------------------------------------------------------
+
+    def reset_password(
+        self, actor: User, *, email: str | None, current_password: str | None, new_password: str
+    ) -> None:
+        """A user's own change (``current_password``), or an admin's for anyone (``email``)."""
+        if email is not None and (actor.role == "admin" or email_key(email) != email_key(actor.email)):
+            self.admin_set_password(actor, email=email, new_password=new_password)
+        elif current_password is not None:
+            self.change_own_password(actor, current_password=current_password, new_password=new_password)
+        else:
+            raise InvalidRequest(
+                "give current_password to change your own password, or email (admins) to set another's",
+                code="missing_field",
+            )
 
     def change_own_password(self, user: User, *, current_password: str, new_password: str) -> None:
         if not self.hasher.verify(current_password, user.password_hash):
@@ -221,10 +255,12 @@ class AccountService:
         self.session.flush()
         self.session.refresh(user)
 
-    def request_password_reset(self, email: str, *, mailer: Mailer, reset_url: str) -> None:
+    def request_password_reset(self, email: str, *, reset_url: str) -> ResetMessage | None:
+        """A new single-use reset token for a real account (None for unknown e-mails: the
+        caller answers the same either way, so the endpoint reveals nothing)."""
         user = self._find_by_email(email)
         if user is None:
-            return  # same answer either way: the endpoint must not reveal which e-mails exist
+            return None
         token = opaque_token()
         # Only the newest link works; older unused ones are retired.
         self.session.execute(
@@ -239,19 +275,16 @@ class AccountService:
         )
         self.session.flush()
         minutes = int(self.policy.reset_ttl.total_seconds() // 60)
-        try:
-            mailer.send(
-                to=user.email,
-                subject="Reset your Reservations password",
-                body=(
-                    f"Hello {user.name},\n\n"
-                    f"Use this single-use token within {minutes} minutes to choose a new password:\n\n"
-                    f'{token}\n\nPOST it to {reset_url} as {{"token": "...", "new_password": "..."}}.\n'
-                    "If you did not ask for this, ignore this message.\n"
-                ),
-            )
-        except Exception:
-            logger.exception("password-reset e-mail could not be sent")
+        return ResetMessage(
+            to=user.email,
+            subject="Reset your Reservations password",
+            body=(
+                f"Hello {user.name},\n\n"
+                f"Use this single-use token within {minutes} minutes to choose a new password:\n\n"
+                f'{token}\n\nPOST it to {reset_url} as {{"token": "...", "new_password": "..."}}.\n'
+                "If you did not ask for this, ignore this message.\n"
+            ),
+        )
 
     def confirm_password_reset(self, token: str, new_password: str) -> User:
         validate_password(new_password)

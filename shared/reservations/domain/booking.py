@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -17,10 +17,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .availability import SLOT_MINUTES, generate_slots, slot_on_grid
-from .db import Appointment, IdempotencyRecord, User, sqlstate
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from .scheduling import (
+from reservations.adapters.db import Appointment, IdempotencyRecord, User, sqlstate
+from reservations.domain.availability import SLOT_MINUTES, generate_slots, slot_on_grid
+from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
+from reservations.domain.scheduling import (
     EARLIEST_DATE,
     LATEST_DATE,
     BookingPolicy,
@@ -240,29 +240,62 @@ class BookingService:
         ).all()
 
 
+# --- what clients see --------------------------------------------------------------
+
+
+def appointment_view(appointment: Appointment, now: datetime) -> dict[str, Any]:
+    """An appointment as the API shows it (status as of ``now``); also what an idempotent
+    replay returns, so it is stored as JSON."""
+    return {
+        "id": appointment.id,
+        "slot_id": appointment.id,
+        "provider_id": appointment.provider_id,
+        "patient_id": appointment.patient_id,
+        "start_time": appointment.start_time,
+        "end_time": appointment.end_time,
+        "status": effective_status(appointment, now),
+        "expires_at": appointment.expires_at,
+    }
+
+
 # --- idempotency -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    status_code: int
-    body: dict[str, Any]
+class Replayable:
+    """A write's result, and whether it is the stored result of an earlier request."""
+
+    value: dict[str, Any]
+    replayed: bool = False
 
 
-def request_fingerprint(operation: str, payload: Any) -> str:
-    canonical = json.dumps({"operation": operation, "payload": payload}, sort_keys=True, default=str)
+def request_fingerprint(operation: str, payload: Mapping[str, Any]) -> str:
+    canonical = json.dumps({"operation": operation, "payload": payload}, sort_keys=True, default=_json_value)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # The notation of the request as clients sent it through JSON (UTC as "Z").
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return str(value)
+
+
+def to_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(value, default=_json_value))
+    return result
+
+
 class IdempotencyStore:
-    """Replays of a keyed request return the first successful response, reserving nothing
+    """Replays of a keyed request return the first successful result, changing nothing
     more. Failed requests are not stored: retrying one runs it again."""
 
     def __init__(self, session: Session, *, now: datetime) -> None:
         self.session = session
         self.now = now
 
-    def begin(self, user_id: int, key: str, operation: str, fingerprint: str) -> StoredResponse | None:
+    def begin(self, user_id: int, key: str, operation: str, fingerprint: str) -> dict[str, Any] | None:
         # Concurrent requests with one key wait for each other, so only one executes.
         self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"idem:{user_id}:{key}"})
         record = self.session.get(IdempotencyRecord, (user_id, key))
@@ -272,16 +305,15 @@ class IdempotencyStore:
             raise Unprocessable(
                 "this Idempotency-Key was already used with a different request", code="idempotency_key_reused"
             )
-        return StoredResponse(record.status_code, record.response)
+        return record.response
 
-    def save(self, user_id: int, key: str, operation: str, fingerprint: str, response: StoredResponse) -> None:
+    def save(self, user_id: int, key: str, operation: str, fingerprint: str, result: Mapping[str, Any]) -> None:
         values = {
             "user_id": user_id,
             "key": key,
             "operation": operation,
             "request_hash": fingerprint,
-            "status_code": response.status_code,
-            "response": response.body,
+            "response": to_json(result),
             "created_at": self.now,
         }
         statement = pg_insert(IdempotencyRecord).values(**values)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
+    """``keep_changes``: the writes made before the error are part of its outcome (a failed
+    login is counted, a leaked refresh family revoked), so the unit of work commits them
+    before the error reaches the caller; otherwise it rolls back."""
+
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, keep_changes: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.keep_changes = keep_changes
         if code:
             self.code = code
 
@@ -43,8 +48,10 @@ class Unprocessable(DomainError):
 class TooManyRequests(DomainError):
     code = "too_many_requests"
 
-    def __init__(self, message: str, *, retry_after_seconds: int, code: str | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(
+        self, message: str, *, retry_after_seconds: int, code: str | None = None, keep_changes: bool = False
+    ) -> None:
+        super().__init__(message, code=code, keep_changes=keep_changes)
         self.retry_after_seconds = max(1, retry_after_seconds)
 
 

@@ -12,18 +12,22 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from .availability import (
+from reservations.adapters.db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User
+from reservations.domain.accounts import validate_timezone
+from reservations.domain.availability import (
     MAX_RANGE_DAYS,
     SLOT_MINUTES,
     Availability,
+    AvailabilityError,
     WeeklyPeriod,
     WeeklyWindow,
     Window,
     generate_slots,
     merge,
+    parse_days,
+    parse_window,
 )
-from .db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User
-from .errors import Forbidden, NotFound, Unprocessable
+from reservations.domain.errors import Forbidden, NotFound, Unprocessable
 
 ACTIVE_STATUSES = ("reserved", "confirmed")
 MAX_LISTING_DAYS = 31
@@ -129,6 +133,63 @@ class PostedAvailability:
     availability: Availability
     touched: frozenset[date]
     timezone: str | None
+
+
+@dataclass(frozen=True)
+class WeeklyHours:
+    """The ``general_schedule`` of a post, as text: ``times`` are (days, start, end)."""
+
+    start_date: date
+    end_date: date
+    times: Sequence[tuple[str, str, str]]
+
+
+DatedHours = Sequence[tuple[date, Sequence[tuple[str, str]]]]
+
+
+def parse_posted_availability(
+    weekly: WeeklyHours | None, exceptions: DatedHours, manual: DatedHours, timezone: str | None
+) -> PostedAvailability:
+    """An availability post in the original API's notation (``"M-F"``, ``"8am"``) as
+    rules, with the dates it touches; `Unprocessable` names what is wrong."""
+    if timezone is not None:
+        validate_timezone(timezone)
+    if weekly is None and not exceptions and not manual:
+        raise Unprocessable("give general_schedule, exceptions or manual_appointment_slots", code="empty_post")
+    touched: set[date] = set()
+    periods: tuple[WeeklyPeriod, ...] = ()
+    try:
+        if weekly is not None:
+            if weekly.end_date < weekly.start_date:
+                raise Unprocessable("general_schedule.end_date is before start_date", code="invalid_date_range")
+            span = (weekly.end_date - weekly.start_date).days + 1
+            if span > MAX_RANGE_DAYS:
+                raise Unprocessable(
+                    f"general_schedule spans {span} days; at most {MAX_RANGE_DAYS} are allowed",
+                    code="invalid_date_range",
+                )
+            windows = tuple(
+                WeeklyWindow(parse_days(days), parse_window(start, end)) for days, start, end in weekly.times
+            )
+            periods = (WeeklyPeriod(weekly.start_date, weekly.end_date, windows),)
+            touched.update(local_day_range(weekly.start_date, weekly.end_date))
+        exception_days = _dated_windows(exceptions)
+        manual_days = _dated_windows(manual)
+    except AvailabilityError as error:
+        raise Unprocessable(str(error), code="invalid_availability") from None
+    touched.update(exception_days)
+    touched.update(manual_days)
+    if touched and not (min(touched) >= EARLIEST_DATE and max(touched) <= LATEST_DATE):
+        raise Unprocessable(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}", code="invalid_date_range")
+    return PostedAvailability(Availability(periods, exception_days, manual_days), frozenset(touched), timezone)
+
+
+def _dated_windows(entries: DatedHours) -> dict[date, tuple[Window, ...]]:
+    result: dict[date, tuple[Window, ...]] = {}
+    for day, times in entries:
+        windows = tuple(parse_window(start, end) for start, end in times)
+        result[day] = result.get(day, ()) + windows
+    return result
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (
+from reservations.composition import Container
+from reservations.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
@@ -25,7 +25,6 @@ from ..errors import (
     Unauthenticated,
     Unprocessable,
 )
-from .runtime import Runtime
 
 logger = logging.getLogger("reservations.http")
 
@@ -101,7 +100,7 @@ async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
 async def _database_rejected(request: Request, error: Exception) -> JSONResponse:
     """Values the database refuses (a NUL byte in text, an out-of-range number) are the
     client's mistake: 422, not 500. Anything else from the driver is a real fault."""
-    from ..db import sqlstate
+    from reservations.adapters.db import sqlstate
 
     assert isinstance(error, DBAPIError)
     state = sqlstate(error) or ""
@@ -137,12 +136,13 @@ def _documented_errors() -> dict[int | str, dict[str, Any]]:
     return documented
 
 
-def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> FastAPI:
+def create_app(title: str, container: Container, **kwargs: Any) -> FastAPI:
+    """FastAPI's default 422 body for schema errors is kept on purpose (clients of the
+    original API parse it); every other error gets our envelope."""
     app = FastAPI(title=title, version="1.0.0", **kwargs)
     # Every route documents the error envelope, so the OpenAPI document describes every answer.
     app.router.responses = _documented_errors()
-    # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
-    app.state.runtime = runtime or Runtime()
+    app.state.container = container
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
@@ -152,5 +152,4 @@ def create_app(title: str, *, runtime: Runtime | None = None, **kwargs: Any) -> 
     # A socket reset mid-query can escape pg8000 as a bare ConnectionError.
     app.add_exception_handler(ConnectionError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
-    _ = RequestValidationError  # FastAPI's default 422 body is kept on purpose
     return app

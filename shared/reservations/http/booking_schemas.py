@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..availability import (
-    MAX_RANGE_DAYS,
-    Availability,
-    AvailabilityError,
-    WeeklyPeriod,
-    WeeklyWindow,
-    Window,
-    parse_days,
-    parse_window,
-)
-from ..scheduling import EARLIEST_DATE, LATEST_DATE, PostedAvailability
+from reservations.adapters.db import Appointment
+from reservations.domain.booking import appointment_view
+from reservations.domain.errors import Unprocessable
+from reservations.domain.scheduling import DatedHours, PostedAvailability, WeeklyHours, parse_posted_availability
 
 MAX_ID = 2**63 - 1
 EntityId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -65,48 +58,21 @@ class AvailabilityIn(BaseModel):
         return self._domain
 
     def _parse(self) -> PostedAvailability:
-        if self.timezone is not None:
-            from ..accounts import validate_timezone
-            from ..errors import Unprocessable
-
-            try:
-                validate_timezone(self.timezone)
-            except Unprocessable as error:
-                raise ValueError(error.message) from None
-        if self.general_schedule is None and not self.exceptions and not self.manual_appointment_slots:
-            raise ValueError("give general_schedule, exceptions or manual_appointment_slots")
-        touched: set[dt.date] = set()
-        periods: tuple[WeeklyPeriod, ...] = ()
+        weekly = None
+        if self.general_schedule is not None:
+            schedule = self.general_schedule
+            times = [(item.days, item.start, item.end) for item in schedule.times]
+            weekly = WeeklyHours(schedule.start_date, schedule.end_date, times)
         try:
-            if self.general_schedule is not None:
-                schedule = self.general_schedule
-                if schedule.end_date < schedule.start_date:
-                    raise ValueError("general_schedule.end_date is before start_date")
-                span = (schedule.end_date - schedule.start_date).days + 1
-                if span > MAX_RANGE_DAYS:
-                    raise ValueError(f"general_schedule spans {span} days; at most {MAX_RANGE_DAYS} are allowed")
-                weekly = tuple(
-                    WeeklyWindow(parse_days(item.days), parse_window(item.start, item.end)) for item in schedule.times
-                )
-                periods = (WeeklyPeriod(schedule.start_date, schedule.end_date, weekly),)
-                touched.update(schedule.start_date + dt.timedelta(days=offset) for offset in range(span))
-            exceptions = _dated(self.exceptions)
-            manual = _dated(self.manual_appointment_slots)
-        except AvailabilityError as error:
-            raise ValueError(str(error)) from None
-        touched.update(exceptions)
-        touched.update(manual)
-        if touched and not (min(touched) >= EARLIEST_DATE and max(touched) <= LATEST_DATE):
-            raise ValueError(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}")
-        return PostedAvailability(Availability(periods, exceptions, manual), frozenset(touched), self.timezone)
+            return parse_posted_availability(
+                weekly, _dated(self.exceptions), _dated(self.manual_appointment_slots), self.timezone
+            )
+        except Unprocessable as error:
+            raise ValueError(error.message) from None
 
 
-def _dated(entries: list[DatedTimes]) -> dict[dt.date, tuple[Window, ...]]:
-    result: dict[dt.date, tuple[Window, ...]] = {}
-    for entry in entries:
-        windows = tuple(parse_window(item.start, item.end) for item in entry.times)
-        result[entry.date] = result.get(entry.date, ()) + windows
-    return result
+def _dated(entries: list[DatedTimes]) -> DatedHours:
+    return [(entry.date, [(item.start, item.end) for item in entry.times]) for entry in entries]
 
 
 class AppointmentRef(BaseModel):
@@ -189,16 +155,5 @@ class SlotRef(BaseModel):
     slot_id: EntityId
 
 
-def appointment_out(appointment: Any, now: dt.datetime) -> AppointmentOut:
-    from ..booking import effective_status
-
-    return AppointmentOut(
-        id=appointment.id,
-        slot_id=appointment.id,
-        provider_id=appointment.provider_id,
-        patient_id=appointment.patient_id,
-        start_time=appointment.start_time,
-        end_time=appointment.end_time,
-        status=effective_status(appointment, now),
-        expires_at=appointment.expires_at,
-    )
+def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOut:
+    return AppointmentOut.model_validate(appointment_view(appointment, now))

@@ -1,78 +1,62 @@
-"""Annotated dependencies: `RuntimeDep`, `SessionDep`, `CurrentUser`, role guards.
+"""Annotated dependencies: the container, the caller's verified token, role guards.
 
-They are `async def` although some touch the database: under Mangum every invocation
-runs alone on its own event loop, so there is nothing for blocking to starve, while a
-plain `def` dependency costs a thread hop each (measured: most of a cached listing's
-overhead)."""
+A dependency only verifies the bearer token (signature, expiry, issuer, audience: no
+database); whether the token was revoked since is checked by the use case inside its own
+unit of work, so a request costs one transaction. They are `async def`: under Mangum
+every invocation runs alone on its own event loop, and a plain `def` dependency costs a
+thread hop each (measured: most of a cached listing's overhead)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.orm import Session
 
-from ..accounts import AccountService
-from ..db import User
-from ..errors import Forbidden, Unauthenticated
-from .runtime import Runtime
+from reservations.adapters.security import AccessClaims
+from reservations.composition import Container
+from reservations.domain.errors import Forbidden, Unauthenticated
 
 bearer_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+async def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
-    with runtime.transaction() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-async def get_now(runtime: RuntimeDep) -> datetime:
-    return runtime.now()
-
-
-NowDep = Annotated[datetime, Depends(get_now)]
-
-
-async def account_service(session: SessionDep, runtime: RuntimeDep, now: NowDep) -> AccountService:
-    return runtime.accounts(session, now)
-
-
-AccountsDep = Annotated[AccountService, Depends(account_service)]
-
-
-async def optional_user(accounts: AccountsDep, token: Annotated[str | None, Depends(bearer_scheme)]) -> User | None:
+async def optional_caller(
+    container: ContainerDep, token: Annotated[str | None, Depends(bearer_scheme)]
+) -> AccessClaims | None:
     if not token:
         return None
-    return accounts.authenticate(token)
+    return container.accounts.verify(token)
 
 
-async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
-    if user is None:
+async def caller(claims: Annotated[AccessClaims | None, Depends(optional_caller)]) -> AccessClaims:
+    if claims is None:
         raise Unauthenticated("not authenticated", code="not_authenticated")
-    return user
+    return claims
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
-OptionalUser = Annotated[User | None, Depends(optional_user)]
+Caller = Annotated[AccessClaims, Depends(caller)]
+OptionalCaller = Annotated[AccessClaims | None, Depends(optional_caller)]
 
 
-def require_role(*roles: str) -> Callable[[User], Awaitable[User]]:
-    async def guard(user: CurrentUser) -> User:
-        if user.role not in roles:
+def require_role(*roles: str) -> Callable[[AccessClaims], Awaitable[AccessClaims]]:
+    async def guard(claims: Caller) -> AccessClaims:
+        if claims.role not in roles:
             raise Forbidden(f"this action requires the role {' or '.join(roles)}", code="wrong_role")
-        return user
+        return claims
 
     return guard
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Replays return the first response"),
+]

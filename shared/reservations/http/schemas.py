@@ -6,9 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from ..accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
-
-Password = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+from reservations.domain.accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
 
 def _printable(value: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -58,28 +55,3 @@ def create_database_if_missing(database_url: str) -> bool:
             return True
     finally:
         admin.dispose()
-
-
-def drop_database(database_url: str) -> None:
-    url = make_url(database_url)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            quoted = connection.dialect.identifier_preparer.quote(str(url.database))
-            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-    finally:
-        admin.dispose()
-
-
-@contextmanager
-def scratch_database(server_url: str, prefix: str, *, migrate: bool = True) -> Iterator[str]:
-    """A new database `<prefix>_<random>` on the server, migrated unless told not to,
-    dropped on exit even after an error (for test suites and benchmarks)."""
-    url = make_url(server_url).set(database=f"{prefix}_{uuid.uuid4().hex[:10]}").render_as_string(hide_password=False)
-    create_database_if_missing(url)
-    try:
-        if migrate:
-            upgrade(url)
-        yield url
-    finally:
-        drop_database(url)

@@ -18,9 +18,17 @@ import redis
 from sqlalchemy import CursorResult, select, text
 from sqlalchemy.orm import Session
 
-from .db import User
-from .scheduling import BookingPolicy, ProviderSchedule, bump_slot_days, day_tags, days_around
-from .slot_cache import SlotCache, decode_day, encode_day, parse_key
+from reservations.adapters.db import User
+from reservations.adapters.slot_cache import SlotCache, decode_day, encode_day, parse_key
+from reservations.domain.scheduling import (
+    BookingPolicy,
+    NoStore,
+    ProviderSchedule,
+    bump_slot_days,
+    day_tags,
+    days_around,
+)
+from reservations.usecases import Resources
 
 EXPIRY_BATCH = 500
 SCAN_BATCH = 500
@@ -182,3 +190,16 @@ def run_sync_pass(
             summary.cache_available = False
     summary.duration_ms = round((time.perf_counter() - started) * 1000, 1)
     return summary
+
+
+class HousekeepingUseCases:
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
+
+    def sync_pass(self) -> SyncSummary:
+        """One pass of the scheduled function: expire holds, purge spent rows, reconcile
+        the cache (skipped, and reported, when there is none)."""
+        r = self._resources
+        store = r.day_store
+        cache = store if isinstance(store, SlotCache) and not isinstance(store, NoStore) else None
+        return run_sync_pass(r.unit_of_work, cache, policy=r.booking_policy, now=r.now())

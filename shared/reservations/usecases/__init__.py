@@ -1,0 +1,41 @@
+"""Use cases: one per thing a client or a schedule asks of the system. Each opens its own
+unit of work, checks who is asking, applies idempotency, calls the domain and commits
+before it returns, so the HTTP edge only parses and shapes. Built by the composition
+root (`reservations.composition.Container`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from reservations.adapters.mail import Mailer
+    from reservations.adapters.security import PasswordHasher, TokenCodec
+    from reservations.config import Settings
+    from reservations.domain.accounts import AccountPolicy
+    from reservations.domain.scheduling import BookingPolicy, DayStore
+
+
+class Resources(Protocol):
+    """What use cases need from the composition root."""
+
+    settings: Settings
+    clock: Callable[[], datetime]
+
+    def now(self) -> datetime: ...
+    def unit_of_work(self) -> AbstractContextManager[Session]: ...
+    def token_codec(self) -> TokenCodec: ...
+    @property
+    def hasher(self) -> PasswordHasher: ...
+    @property
+    def mailer(self) -> Mailer: ...
+    @property
+    def day_store(self) -> DayStore: ...
+    @property
+    def account_policy(self) -> AccountPolicy: ...
+    @property
+    def booking_policy(self) -> BookingPolicy: ...

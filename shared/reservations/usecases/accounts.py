@@ -1,0 +1,90 @@
+"""Account use cases: registration, sign-in, tokens, passwords, the first admin."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from reservations.adapters.db import User
+from reservations.adapters.security import AccessClaims
+from reservations.domain.accounts import AccountService, TokenPair, current_user
+from reservations.usecases import Resources
+
+logger = logging.getLogger(__name__)
+
+
+class AccountUseCases:
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
+
+    def _service(self, session: Session, now: datetime, *, signs_tokens: bool = True) -> AccountService:
+        r = self._resources
+        codec = r.token_codec() if signs_tokens else None
+        return AccountService(session, hasher=r.hasher, codec=codec, policy=r.account_policy, now=now)
+
+    def verify(self, access_token: str) -> AccessClaims:
+        """Signature, expiry, issuer and audience of a bearer token; no database. Whether
+        it was revoked since is checked by each use case, inside its unit of work."""
+        return self._resources.token_codec().decode_access(access_token, now=self._resources.now())
+
+    def me(self, caller: AccessClaims) -> User:
+        with self._resources.unit_of_work() as session:
+            return current_user(session, caller)
+
+    def register(
+        self, caller: AccessClaims | None, *, name: str, email: str, password: str, role: str, timezone: str
+    ) -> User:
+        with self._resources.unit_of_work() as session:
+            actor = current_user(session, caller) if caller is not None else None
+            return self._service(session, self._resources.now(), signs_tokens=False).register(
+                name=name, email=email, password=password, role=role, timezone=timezone, actor=actor
+            )
+
+    def login(self, email: str, password: str) -> TokenPair:
+        with self._resources.unit_of_work() as session:
+            return self._service(session, self._resources.now()).login(email, password)
+
+    def refresh(self, refresh_token: str) -> TokenPair:
+        with self._resources.unit_of_work() as session:
+            return self._service(session, self._resources.now()).refresh(refresh_token)
+
+    def reset_password(
+        self, caller: AccessClaims, *, email: str | None, current_password: str | None, new_password: str
+    ) -> None:
+        with self._resources.unit_of_work() as session:
+            actor = current_user(session, caller)
+            self._service(session, self._resources.now(), signs_tokens=False).reset_password(
+                actor, email=email, current_password=current_password, new_password=new_password
+            )
+
+    def request_password_reset(self, email: str) -> None:
+        r = self._resources
+        with r.unit_of_work() as session:
+            message = self._service(session, r.now(), signs_tokens=False).request_password_reset(
+                email, reset_url=r.settings.password_reset_url
+            )
+        if message is None:
+            return
+        # After the commit: a mail is only ever sent for a token that exists.
+        try:
+            r.mailer.send(to=message.to, subject=message.subject, body=message.body)
+        except Exception:
+            # Same answer whether or not mail works: a 500 for real accounts only would
+            # tell an attacker which e-mails exist.
+            logger.exception("password-reset e-mail could not be sent")
+
+    def confirm_password_reset(self, token: str, new_password: str) -> None:
+        with self._resources.unit_of_work() as session:
+            self._service(session, self._resources.now(), signs_tokens=False).confirm_password_reset(
+                token, new_password
+            )
+
+    def create_first_admin(self, *, name: str, email: str, password: str) -> User:
+        """The one bootstrap rule for the CLI and the migrate function: refused (409
+        ``admin_exists``) once an admin exists, serialised against concurrent runs."""
+        with self._resources.unit_of_work() as session:
+            return self._service(session, self._resources.now(), signs_tokens=False).create_first_admin(
+                name=name, email=email, password=password
+            )

@@ -1,0 +1,98 @@
+"""Booking use cases: reserve, confirm and cancel (idempotent per key), and reading
+one's appointments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from reservations.adapters.db import Appointment, User
+from reservations.adapters.security import AccessClaims
+from reservations.domain.accounts import current_user
+from reservations.domain.booking import (
+    BookingService,
+    IdempotencyStore,
+    Replayable,
+    appointment_view,
+    request_fingerprint,
+)
+from reservations.usecases import Resources
+
+Action = Callable[[BookingService, User], Appointment]
+
+
+class BookingUseCases:
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
+
+    def reserve(
+        self, caller: AccessClaims, *, provider_id: int, start_time: datetime, idempotency_key: str | None = None
+    ) -> Replayable:
+        return self._write(
+            caller,
+            "reserve",
+            {"provider_id": provider_id, "start_time": start_time},
+            idempotency_key,
+            lambda booking, user: booking.reserve(user, provider_id, start_time),
+        )
+
+    def confirm(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
+        return self._write(
+            caller,
+            "confirm",
+            {"slot_id": slot_id},
+            idempotency_key,
+            lambda booking, user: booking.confirm(user, slot_id),
+        )
+
+    def cancel(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
+        return self._write(
+            caller, "cancel", {"slot_id": slot_id}, idempotency_key, lambda booking, user: booking.cancel(user, slot_id)
+        )
+
+    def _write(
+        self, caller: AccessClaims, operation: str, request: Mapping[str, Any], key: str | None, action: Action
+    ) -> Replayable:
+        """Run ``action`` once per Idempotency-Key, in one transaction committed before
+        the result is returned; a replay returns the first result and changes nothing."""
+        now = self._resources.now()
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            store = IdempotencyStore(session, now=now)
+            fingerprint = request_fingerprint(operation, request)
+            if key is not None and (stored := store.begin(user.id, key, operation, fingerprint)) is not None:
+                return Replayable(stored, replayed=True)
+            result = appointment_view(action(self._service(session, now), user), now)
+            if key is not None:
+                store.save(user.id, key, operation, fingerprint, result)
+        return Replayable(result)
+
+    def _service(self, session: Session, now: datetime) -> BookingService:
+        return BookingService(session, policy=self._resources.booking_policy, now=now)
+
+    def list_own(
+        self,
+        caller: AccessClaims,
+        *,
+        status: str | None,
+        first: date | None,
+        last: date | None,
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]:
+        now = self._resources.now()
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            rows = self._service(session, now).list_own(
+                user, status=status, first=first, last=last, limit=limit, offset=offset
+            )
+            return [appointment_view(row, now) for row in rows]
+
+    def get(self, caller: AccessClaims, appointment_id: int) -> dict[str, Any]:
+        now = self._resources.now()
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            return appointment_view(self._service(session, now).get(user, appointment_id), now)
