@@ -5,9 +5,7 @@ The suite creates its own database and drops it at the end."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,10 +31,13 @@ os.environ.pop("EMAIL_SENDER", None)
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy.orm import Session
 
-from reservations import migrations
-from reservations.accounts import AccountService
+from reservations.composition import Container
 from reservations.config import Settings, load_settings, normalise_database_url
-from reservations.http.runtime import Runtime
+from reservations.domain.accounts import AccountService
+from reservations_dev import databases
+from tests.builders import NOW, Clock, account_service, empty_tables, private_database
+from tests.redis_server import RedisServer
+from tests.world import SyncWorld, World
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,25 +49,11 @@ if os.environ.get("CI"):
 DEFAULT_SERVER_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
 
 
-class Clock:
-    """A controllable clock for services and runtimes."""
-
-    def __init__(self, now: datetime | None = None) -> None:
-        self.current = now or datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> datetime:
-        self.current += timedelta(**delta)
-        return self.current
-
-
 def _server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL
     url = normalise_database_url(url)
     try:
-        from reservations.local.embedded_postgres import ensure_postgres
+        from reservations_dev.embedded_postgres import ensure_postgres
     except ImportError:  # pragma: no cover - while the local package is being written
         return url
     return ensure_postgres(url, REPO / ".local" / "pgdata")
@@ -74,7 +61,7 @@ def _server_url() -> str:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    with migrations.scratch_database(_server_url(), "reservations_test") as url:
+    with databases.scratch_database(_server_url(), "reservations_test") as url:
         os.environ["DATABASE_URL"] = url
         yield url
 
@@ -90,16 +77,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def runtime(settings: Settings, clock: Clock) -> Iterator[Runtime]:
-    rt = Runtime(settings, clock=clock)
-    yield rt
-    if "engine" in rt.__dict__:
-        rt.engine.dispose()
+def container(settings: Settings, clock: Clock) -> Iterator[Container]:
+    """The composition root on the suite's database, on the test's clock."""
+    created = Container(settings, clock=clock)
+    yield created
+    created.close()
 
 
 @pytest.fixture(scope="session")
 def shared_engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from reservations.db import make_engine
+    from reservations.adapters.db import make_engine
 
     engine = make_engine(settings.database_url, pool_size=5)
     yield engine
@@ -119,9 +106,40 @@ def session(shared_engine) -> Iterator[Session]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def accounts(session: Session, runtime: Runtime, clock: Clock) -> AccountService:
-    return runtime.accounts(session, clock())
+def accounts(session: Session, container: Container) -> AccountService:
+    return account_service(container, session)
 
 
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    """The deployed functions, one container each (two for providers), on one clock at NOW."""
+    created = World(Clock(NOW))
+    yield created
+    created.close()
+
+
+# --- a database and a Redis of a module's own, for the whole-table sync pass -----------------
+
+
+@pytest.fixture(scope="module")
+def sync_database(database_url: str) -> Iterator[str]:
+    with private_database(database_url, "sync") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sync_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sync_world(settings: Settings, sync_database: str, sync_redis: RedisServer) -> Iterator[SyncWorld]:
+    """Empty tables and an empty Redis of the module's own, a container on them at NOW."""
+    empty_tables(sync_database)
+    flusher = sync_redis.client()
+    flusher.flushall()
+    flusher.close()
+    created = SyncWorld.on(settings, database_url=sync_database, redis=sync_redis)
+    yield created
+    created.close()

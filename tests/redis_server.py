@@ -165,3 +165,22 @@ class FakeMonotonic:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class RedisAttempts:
+    """Counts what a redis-py client sends: every command and every pipeline takes one
+    connection from the pool, so the count is the number of Redis attempts, known on the
+    client's side the moment each call returns (no waiting for a server to notice)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        pool = client.connection_pool
+        take = pool.get_connection
+
+        def counted(*args: object, **kwargs: object) -> object:
+            with self._lock:
+                self.count += 1
+            return take(*args, **kwargs)
+
+        pool.get_connection = counted  # type: ignore[method-assign]

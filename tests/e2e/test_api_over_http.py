@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from reservations.local.gateway import clear_handler_cache, create_app, run_in_thread
-from tests.conftest import REPO, unique_email
+from reservations_dev.harness import clear_handler_cache
+from reservations_dev.server import create_app, run_in_thread
+from tests.builders import http_login, http_register, unique_email
+from tests.support import REPO
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +28,9 @@ def api(database_url: str) -> Iterator[httpx.Client]:
 
 
 def signed_in(api: httpx.Client, role: str, **extra: str) -> dict:
-    body = {
-        "name": f"{role} {uuid.uuid4().hex[:4]}",
-        "email": unique_email(role),
-        "password": "password1",
-        "role": role,
-    }
-    created = api.post("/register", json={**body, **extra})
-    assert created.status_code == 201, created.text
-    token = api.post("/token", data={"username": body["email"], "password": "password1"})
-    assert token.status_code == 200, token.text
-    return {**created.json(), "headers": {"Authorization": f"Bearer {token.json()['access_token']}"}}
+    created = http_register(api, role, **extra)
+    token = http_login(api, created)["access_token"]
+    return {**created, "headers": {"Authorization": f"Bearer {token}"}}
 
 
 def test_original_client_registers_logs_in_and_uses_the_token(api: httpx.Client) -> None:

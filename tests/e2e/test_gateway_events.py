@@ -17,14 +17,15 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from reservations.local.embedded_postgres import (
+from reservations_dev.embedded_postgres import (
     EmbeddedPostgresError,
     ensure_postgres,
     postgres_reachable,
     start_embedded_postgres,
     stop_embedded_postgres,
 )
-from reservations.local.gateway import clear_handler_cache, create_app, run_in_thread
+from reservations_dev.harness import clear_handler_cache
+from reservations_dev.server import create_app, run_in_thread
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway" / "template.yaml"
 

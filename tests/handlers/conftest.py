@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from tests.conftest import Clock, unique_email
-from tests.handlers.world import World
+from tests.builders import create_admin, http_login, http_register
 from tests.support import FunctionClient, load_function
+from tests.world import container_of
 
 
 @pytest.fixture(scope="module")
@@ -18,29 +18,19 @@ def auth(database_url: str) -> Iterator[FunctionClient]:
 
 
 @pytest.fixture
-def register(auth: FunctionClient) -> Callable[..., dict]:
-    def _register(role: str = "patient", password: str = "correct-horse", **extra: str) -> dict:
-        body = {"name": f"{role} user", "email": unique_email(role), "password": password, "role": role, **extra}
-        response = auth.post("/register", json_body=body)
-        assert response.status == 201, response.body
-        return {**response.body, "password": password}
+def register(auth: FunctionClient) -> Callable[..., dict[str, Any]]:
+    def _register(role: str = "patient", password: str = "correct-horse", **extra: str) -> dict[str, Any]:
+        return http_register(auth, role, password, **extra)
 
     return _register
 
 
 @pytest.fixture
-def login(auth: FunctionClient) -> Callable[[dict], dict]:
-    def _login(user: dict) -> dict:
-        response = auth.post("/token", form={"username": user["email"], "password": user["password"]})
-        assert response.status == 200, response.body
-        return response.body
-
-    return _login
+def login(auth: FunctionClient) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda user: http_login(auth, user)
 
 
 @pytest.fixture
-def world(database_url: str) -> Iterator[World]:
-    created = World(Clock(datetime(2027, 1, 4, 12, 0, tzinfo=UTC)))
-    yield created
-    for client in (created.auth, created.providers, created.appointments):
-        client.close()
+def admin_token(auth: FunctionClient) -> str:
+    """A further admin's token, made through the auth container's use cases."""
+    return create_admin(container_of(auth)).token

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from reservations.security import SigningKeys, TokenCodec
-from tests.conftest import unique_email
+from reservations.adapters.security import SigningKeys, TokenCodec
+from tests.builders import unique_email
 from tests.support import FunctionClient
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -102,15 +102,6 @@ def test_admin_creates_admin(auth: FunctionClient, admin_token: str) -> None:
     response = auth.post("/register", json_body=body, token=admin_token)
     assert response.status == 201
     assert response.body["role"] == "admin"
-
-
-@pytest.fixture
-def admin_token(auth: FunctionClient, runtime) -> str:  # type: ignore[no-untyped-def]
-
-    email, password = unique_email("admin"), "admin-password"
-    with runtime.transaction() as session:
-        runtime.accounts(session).create_first_admin(name="Admin", email=email, password=password)
-    return str(auth.post("/token", form={"username": email, "password": password}).body["access_token"])
 
 
 # --- tokens -------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests.conftest import unique_email
-from tests.handlers.world import World
+from tests.builders import unique_email
+from tests.world import World
 
 NOW = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)  # a Monday
 WEEK = {
@@ -56,8 +56,12 @@ def test_original_payload_is_accepted_and_slots_listed(world: World) -> None:
         "timezone": "America/New_York",
     }
     posted = post_week(world, provider, body)
-    # 19 weekdays of 32 slots, one day off, one day of 12, plus 8 manual slots on Saturday the 9th.
-    assert posted["slots"] == 18 * 32 - 32 + 12 + 8 + 32 - 32 + 0 or posted["slots"] > 0
+    # The 20 weekdays from Mon 4 to Fri 29 January (8am-4pm: 32 slots each), less Friday
+    # the 15th (closed) and Monday the 18th (9am-12pm: 12 slots instead of 32), plus the 8
+    # manual slots on Saturday the 9th (10:00-12:00); Sat 30 and Sun 31 offer nothing.
+    weekdays = 20
+    assert posted["slots"] == weekdays * 32 - 32 - (32 - 12) + 8 == 596
+    assert posted["message"] == "availability updated for 28 date(s)"
     assert posted["conflicts"] == []
     patient = world.user("patient")
     slots = world.providers.get(
@@ -193,7 +197,8 @@ def test_time_slots_need_sign_in_and_a_known_provider(world: World) -> None:
     assert world.providers.get("/providers/99999999999999999999/time-slots", token=patient["token"]).status == 422
 
 
-def test_list_providers_is_admin_only_and_paginated(world: World, admin_token: str) -> None:
+def test_list_providers_is_admin_only_and_paginated(world: World) -> None:
+    admin_token = world.admin()["token"]
     patient, provider = world.user("patient"), world.user("provider")
     assert world.providers.get("/providers", token=patient["token"]).status == 403
     assert world.providers.get("/providers", token=provider["token"]).status == 403
@@ -206,17 +211,6 @@ def test_list_providers_is_admin_only_and_paginated(world: World, admin_token: s
     assert world.providers.get("/providers", token=admin_token, query={"limit": "0"}).status == 422
     page = world.providers.get("/providers", token=admin_token, query={"limit": "1", "offset": "1"}).body
     assert len(page) <= 1
-
-
-@pytest.fixture
-def admin_token(world: World, runtime) -> str:  # type: ignore[no-untyped-def]
-
-    email = unique_email("admin")
-    with runtime.transaction() as session:
-        runtime.accounts(session, world.clock()).create_first_admin(
-            name="Admin", email=email, password="admin-password"
-        )
-    return str(world.auth.post("/token", form={"username": email, "password": "admin-password"}).body["access_token"])
 
 
 # --- reserve / confirm / cancel -----------------------------------------------------------

@@ -12,7 +12,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from tests.conftest import unique_email
+from tests.builders import unique_email
 from tests.support import FunctionClient, load_function
 
 SENDER = "no-reply@reservations.example.com"

@@ -1,17 +1,19 @@
 """Every endpoint called by every role and by no one: the status each gets, and that no
-answer carries another user's data."""
+answer carries another user's data. Each cell (endpoint x caller) is its own test with a
+fresh cast, so no expectation depends on what another caller did first."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import unique_email
-from tests.handlers.world import World
+from tests.world import World
 
 ROLES = ("nobody", "patient", "other_patient", "provider", "other_provider", "admin")
 
 # (function, method, path template, body template) -> expected status per caller.
-# {P} is the provider, {A} an appointment the patient holds with that provider.
+# {P} is the provider, {A} an appointment the patient holds with that provider (at
+# {HELD}, Wednesday 6 January 09:00 UTC); every other weekday slot in January is free.
+HELD = "2027-01-06T09:00:00Z"
 MATRIX: list[tuple[str, str, str, dict | None, dict[str, int]]] = [
     (
         "auth",
@@ -55,12 +57,21 @@ MATRIX: list[tuple[str, str, str, dict | None, dict[str, int]]] = [
         None,
         {"nobody": 401, "patient": 403, "other_patient": 403, "provider": 200, "other_provider": 403, "admin": 200},
     ),
+    # A free slot: any patient may hold it.
     (
         "appointments",
         "POST",
         "/appointments/reserve",
         {"provider_id": "{P}", "start_time": "2027-01-07T10:00:00Z"},
-        {"nobody": 401, "patient": 201, "other_patient": 409, "provider": 403, "other_provider": 403, "admin": 403},
+        {"nobody": 401, "patient": 201, "other_patient": 201, "provider": 403, "other_provider": 403, "admin": 403},
+    ),
+    # The slot the patient holds ({A}): taken for everyone else, whoever asks first.
+    (
+        "appointments",
+        "POST",
+        "/appointments/reserve",
+        {"provider_id": "{P}", "start_time": HELD},
+        {"nobody": 401, "patient": 409, "other_patient": 409, "provider": 403, "other_provider": 403, "admin": 403},
     ),
     (
         "appointments",
@@ -116,13 +127,9 @@ def _fill(value: object, names: dict[str, object]) -> object:
 
 
 @pytest.fixture
-def cast(world: World, runtime) -> dict:  # type: ignore[no-untyped-def]
+def cast(world: World) -> dict:
     people = {role: world.user(role.removeprefix("other_")) for role in ROLES if role not in ("nobody", "admin")}
-    email = unique_email("admin")
-    with runtime.transaction() as session:
-        runtime.accounts(session, world.clock()).create_first_admin(name="Admin", email=email, password="admin-pass")
-    token = world.auth.post("/token", form={"username": email, "password": "admin-pass"}).body["access_token"]
-    people["admin"] = {"token": token}
+    people["admin"] = world.admin()
     people["nobody"] = {"token": None}
     provider = people["provider"]
     week = {
@@ -132,37 +139,32 @@ def cast(world: World, runtime) -> dict:  # type: ignore[no-untyped-def]
             "times": [{"days": "M-F", "start": "8am", "end": "4pm"}],
         }
     }
-    assert (
-        world.providers.post(
-            f"/providers/{provider['id']}/availability", json_body=week, token=provider["token"]
-        ).status
-        == 200
-    )
-    held = world.appointments.post(
-        "/appointments/reserve",
-        token=people["patient"]["token"],
-        json_body={"provider_id": provider["id"], "start_time": "2027-01-06T09:00:00Z"},
-    )
-    assert held.status == 201
-    people["appointment"] = held.body["id"]
+    world.post_availability(provider, week)
+    held = world.appointment("reserve", people["patient"], {"provider_id": provider["id"], "start_time": HELD})
+    people["appointment"] = held["id"]
     return people
 
 
+CELLS = [(row, role) for row in MATRIX for role in ROLES]
+
+
 @pytest.mark.parametrize(
-    ("function", "method", "path", "body", "expected"), MATRIX, ids=[f"{m} {p}" for _, m, p, _, _ in MATRIX]
+    ("row", "role"),
+    CELLS,
+    ids=[f"{m} {p} {(b or {}).get('start_time', '')} as {r}".replace("  ", " ") for (_, m, p, b, _), r in CELLS],
 )
 def test_every_endpoint_for_every_caller(
-    world: World, cast: dict, function: str, method: str, path: str, body: dict | None, expected: dict[str, int]
+    world: World, cast: dict, row: tuple[str, str, str, dict | None, dict[str, int]], role: str
 ) -> None:
+    function, method, path, body, expected = row
     client = getattr(world, function)
     names = {"P": cast["provider"]["id"], "A": cast["appointment"], "victim": cast["other_patient"]["email"]}
-    for role in ROLES:
-        response = client.call(method, str(_fill(path, names)), json_body=_fill(body, names), token=cast[role]["token"])
-        assert response.status == expected[role], (role, method, path, response.body)
-        if response.status >= 400:
-            assert set(response.body) == {"detail", "code"} or isinstance(response.body.get("detail"), list)
-        if response.status == 401:
-            assert response.headers["www-authenticate"] == "Bearer"
+    response = client.call(method, str(_fill(path, names)), json_body=_fill(body, names), token=cast[role]["token"])
+    assert response.status == expected[role], (role, method, path, response.body)
+    if response.status >= 400:
+        assert set(response.body) == {"detail", "code"} or isinstance(response.body.get("detail"), list)
+    if response.status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_listings_never_show_other_users_data(world: World, cast: dict) -> None:

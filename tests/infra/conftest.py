@@ -124,7 +124,7 @@ def response_sink() -> Iterator[Any]:
 @pytest.fixture
 def empty_database(database_url: str) -> Iterator[str]:
     """A new, empty database on the test server (dropped afterwards)."""
-    from reservations import migrations
+    from reservations_dev import databases
 
-    with migrations.scratch_database(database_url, "reservations_infra", migrate=False) as url:
+    with databases.scratch_database(database_url, "reservations_infra", migrate=False) as url:
         yield url

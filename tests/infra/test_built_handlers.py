@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import pytest
 
 from reservations import migrations
+from reservations_dev import databases
 from tests.infra.helpers import REPO, Build, Invocation, invoke_built, load_event
 
 JWT_SECRET = "infra-tier-secret-that-is-long-enough-0123456789"
@@ -197,5 +198,5 @@ def test_cold_imports_use_only_the_build(invoke: Any, migrated: dict[str, Any]) 
 
 @pytest.fixture(scope="module")
 def empty_database_module(database_url: str) -> Iterator[str]:
-    with migrations.scratch_database(database_url, "reservations_built", migrate=False) as url:
+    with databases.scratch_database(database_url, "reservations_built", migrate=False) as url:
         yield url

@@ -18,24 +18,17 @@ from moto import mock_aws
 from sqlalchemy.engine import make_url
 
 from reservations import migrations
+from reservations.adapters.credentials import database_url, url_from_rds_secret
 from reservations.config import ConfigurationError, load_settings, settings_from_environment
-from reservations.http.runtime import database_url, url_from_rds_secret
+from reservations_dev.harness import LambdaContext
 from tests.infra.helpers import load_event
 from tests.support import load_function
 
 
-class Context:
-    function_name = "reservations-dev-MigrateFunction"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:reservations-dev-MigrateFunction"
-    memory_limit_in_mb = 512
-    aws_request_id = "migrate-test"
-
-    def __init__(self, seconds: float = 600) -> None:
-        self._deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)
+def context(seconds: float = 600) -> LambdaContext:
+    return LambdaContext(
+        function_name="reservations-dev-MigrateFunction", memory_limit_in_mb=512, timeout_seconds=seconds
+    )
 
 
 def rds_secret(url: str, **changes: Any) -> dict[str, Any]:
@@ -92,7 +85,7 @@ def test_create_upgrades_an_empty_database_using_the_secret(migrate: Any, respon
     response_sink.received.clear()
     assert migrations.current_revision(url) is None
 
-    result = module.handler(custom_resource_event("create", response_sink), Context())
+    result = module.handler(custom_resource_event("create", response_sink), context())
 
     (response,) = response_sink.received
     body = response["body"]
@@ -105,11 +98,11 @@ def test_create_upgrades_an_empty_database_using_the_secret(migrate: Any, respon
 
 def test_update_and_delete_leave_a_current_database_alone(migrate: Any, response_sink: Any) -> None:
     module, _, url = migrate
-    module.handler(custom_resource_event("create", response_sink), Context())
+    module.handler(custom_resource_event("create", response_sink), context())
     response_sink.received.clear()
 
-    module.handler(custom_resource_event("update", response_sink), Context())
-    module.handler(custom_resource_event("delete", response_sink), Context())
+    module.handler(custom_resource_event("update", response_sink), context())
+    module.handler(custom_resource_event("delete", response_sink), context())
 
     update, delete = (r["body"] for r in response_sink.received)
     head = migrations.head_revision()
@@ -118,7 +111,7 @@ def test_update_and_delete_leave_a_current_database_alone(migrate: Any, response
     # The same physical id as on Create: CloudFormation never sees a replacement.
     assert update["PhysicalResourceId"] == delete["PhysicalResourceId"] == "reservations-dev-DatabaseMigrations"
     assert migrations.current_revision(url) == head
-    assert module.handler({"action": "migrate"}, Context()) == {
+    assert module.handler({"action": "migrate"}, context()) == {
         "revision": head,
         "previous_revision": head,
         "changed": False,
@@ -129,14 +122,14 @@ def test_a_database_ahead_of_this_release_is_left_alone(migrate: Any, response_s
     from sqlalchemy import create_engine, text
 
     module, _, url = migrate
-    module.handler({"action": "migrate"}, Context())
+    module.handler({"action": "migrate"}, context())
     engine = create_engine(url)
     with engine.begin() as connection:  # what a newer release's migration would leave behind
         connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
     engine.dispose()
     response_sink.received.clear()
 
-    module.handler(custom_resource_event("update", response_sink), Context())
+    module.handler(custom_resource_event("update", response_sink), context())
 
     (response,) = response_sink.received
     assert response["body"]["Status"] == "SUCCESS"  # rolling back to an older release must not fail
@@ -156,7 +149,7 @@ def test_a_failed_migration_fails_the_deploy(
     parameters.clear_caches()
     response_sink.received.clear()
 
-    result = module.handler(custom_resource_event("create", response_sink), Context())
+    result = module.handler(custom_resource_event("create", response_sink), context())
 
     (response,) = response_sink.received
     assert result["Status"] == response["body"]["Status"] == "FAILED"
@@ -169,10 +162,18 @@ def test_a_migration_that_runs_out_of_time_still_answers(
 ) -> None:
     module, _, _ = migrate
     monkeypatch.setattr(module, "TIMEOUT_MARGIN_SECONDS", 0.0)
-    monkeypatch.setattr(module, "run_migrations", lambda: time.sleep(3) or {})
     response_sink.received.clear()
 
-    result = module.handler(custom_resource_event("create", response_sink), Context(seconds=1))
+    def migrations_outlasting_the_watchdog() -> dict[str, Any]:
+        # Still "migrating" when the watchdog answers: returns only once its answer arrived,
+        # so the outcome never depends on how fast this machine is.
+        while not response_sink.received:
+            time.sleep(0.05)
+        return {"revision": "late", "previous_revision": None}
+
+    monkeypatch.setattr(module, "run_migrations", migrations_outlasting_the_watchdog)
+
+    result = module.handler(custom_resource_event("create", response_sink), context(seconds=1))
 
     # The watchdog answered FAILED before "Lambda" would stop the function; nothing after it.
     (response,) = response_sink.received
@@ -184,23 +185,23 @@ def test_responses_go_only_to_https_or_this_machine(migrate: Any) -> None:
     module, _, _ = migrate
     event = load_event("cfn-migrate-create.json") | {"ResponseURL": "http://example.com/response"}
     with pytest.raises(ValueError, match="refusing"):
-        module.handler(event, Context())
+        module.handler(event, context())
 
 
 def test_create_admin_bootstraps_the_first_admin_only(migrate: Any, response_sink: Any) -> None:
     module, _, _ = migrate
-    module.handler({"action": "migrate"}, Context())
+    module.handler({"action": "migrate"}, context())
 
-    created = module.handler(load_event("migrate-create-admin.json"), Context())
-    again = module.handler({"action": "create-admin", "email": "second@example.com", "password": "x" * 12}, Context())
+    created = module.handler(load_event("migrate-create-admin.json"), context())
+    again = module.handler({"action": "create-admin", "email": "second@example.com", "password": "x" * 12}, context())
 
     assert created["status"] == "created" and created["email"] == "admin@example.com"
     assert len(created["password"]) >= 16  # generated, returned once
     assert again["status"] == "refused"
     with pytest.raises(module.InvalidRequest):
-        module.handler({"action": "create-admin", "email": "not an address"}, Context())
+        module.handler({"action": "create-admin", "email": "not an address"}, context())
     with pytest.raises(module.InvalidRequest):
-        module.handler({"action": "drop-everything"}, Context())
+        module.handler({"action": "drop-everything"}, context())
 
 
 def test_url_from_an_rds_secret_escapes_and_takes_the_proxy_host() -> None:

@@ -3,31 +3,20 @@ all describe the same API."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from reservations.local.gateway import clear_handler_cache, create_app, load_routes, run_in_thread
+from reservations_dev.harness import clear_handler_cache, load_module
+from reservations_dev.server import create_app, run_in_thread
+from reservations_dev.template import load_routes
 from tests.infra.helpers import REPO, TEMPLATE
 
 NOT_FOUND = {"message": "Not Found"}
-
-
-def _app_of(code_uri: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"parity_{code_uri.name}_{uuid.uuid4().hex}", code_uri / "handler.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve names through sys.modules
-    spec.loader.exec_module(module)
-    return module.app
 
 
 def template_routes() -> dict[str, set[tuple[str, str]]]:
@@ -40,9 +29,9 @@ def template_routes() -> dict[str, set[tuple[str, str]]]:
 def test_every_fastapi_route_is_in_the_template_and_vice_versa(database_url: str) -> None:
     declared = template_routes()
     assert set(declared) == {"AuthFunction", "ProvidersFunction", "AppointmentsFunction", "DocsFunction"}
-    code_uris = {r.function_name: r.code_uri for r in load_routes(TEMPLATE)}
+    functions = {r.function_name: r for r in load_routes(TEMPLATE)}
     for function_name, routes in declared.items():
-        app = _app_of(code_uris[function_name])
+        app = load_module(functions[function_name], fresh=True).app
         # Explicit endpoints only: FastAPI's own /docs, /redoc and /openapi.json of each
         # group app are not routed by API Gateway (the docs function serves the merged one).
         served = {(method, r.path) for r in app.routes if isinstance(r, APIRoute) for method in r.methods - {"HEAD"}}

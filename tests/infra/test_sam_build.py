@@ -3,11 +3,12 @@ fresh checkout gets - and what the artefacts hold."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 from pathlib import Path
 
-from reservations.local.gateway import load_template
+from reservations_dev.template import load_template
 from tests.infra.helpers import REPO, RUNTIME_PROVIDED, TEMPLATE, Build, elf_architecture
 
 # Lambda's limit on a function plus all its layers, unzipped.
@@ -59,6 +60,41 @@ def test_layer_holds_the_reservations_package_from_shared(sam_build: Build) -> N
     assert built == expected
     assert (package / "migrations" / "script.py.mako").is_file()
     assert (package / "migrations" / "versions").is_dir()
+
+
+# Dev-only code lives in shared/reservations_dev (and before that lived in
+# reservations/local); none of it, nor what only it needs, may reach the layer.
+DEV_ONLY_MODULES = ("gateway", "embedded_postgres", "databases", "harness")
+DEV_ONLY_PACKAGES = ("pgserver", "uvicorn")
+
+
+def test_layer_holds_no_dev_only_code(sam_build: Build) -> None:
+    site = sam_build.layer_site
+    package = site / "reservations"
+    assert not (site / "reservations_dev").exists()
+    assert not (package / "local").exists()
+    # At the top of the layer and anywhere in the package (third-party packages may
+    # well have a module of one of these names deep inside).
+    candidates = [*site.iterdir(), *package.rglob("*")]
+    found = [p for p in candidates if p.stem in DEV_ONLY_MODULES and (p.suffix == ".py" or p.is_dir())]
+    assert found == [], [str(p.relative_to(site)) for p in found]
+    for name in DEV_ONLY_PACKAGES:
+        assert not _in_layer(sam_build, name), name
+        assert list(site.glob(f"{name}-*.dist-info")) == [], name
+    assert "scratch_database" not in _defined_names((package / "migrations" / "__init__.py").read_text())
+
+
+def _defined_names(source: str) -> set[str]:
+    """Every name a module binds: defs, classes, assignments and imports, nested included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return names
 
 
 def test_layer_is_precompiled_for_python312_with_unchecked_hash_pycs(sam_build: Build) -> None:

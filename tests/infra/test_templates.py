@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reservations.local.gateway import load_template
+from reservations_dev.template import load_template
 from tests.infra.helpers import DATA_STACK, REPO, TEMPLATE, run
 
 SENSITIVE_ROUTES = {"POST /token", "POST /register", "POST /password-reset/request", "POST /password-reset/confirm"}

@@ -11,112 +11,100 @@ import pytest
 from moto import mock_aws
 from sqlalchemy.orm import Session
 
-from reservations.accounts import AccountService
+from reservations.composition import Container
 from reservations.config import load_settings
-from reservations.errors import Conflict, InvalidRequest, TooManyRequests, Unauthenticated, Unprocessable
-from reservations.http.runtime import Runtime
-from reservations.mail import Mailer
-from tests.conftest import Clock, unique_email
+from reservations.domain.accounts import current_user
+from reservations.domain.errors import Conflict, InvalidRequest, TooManyRequests, Unauthenticated, Unprocessable
+from tests.builders import Clock, account_service, session_user, unique_email
 
 
-class Outbox(Mailer):
-    def __init__(self) -> None:
-        self.messages: list[dict[str, str]] = []
-
-    def send(self, *, to: str, subject: str, body: str) -> None:
-        self.messages.append({"to": to, "subject": subject, "body": body})
+def reset_token(body: str) -> str:
+    """The token in a reset e-mail's body (its third paragraph)."""
+    return body.split("\n\n")[2].strip()
 
 
-def service(session: Session, runtime: Runtime, clock: Clock) -> AccountService:
-    return runtime.accounts(session, clock())
-
-
-def make_user(session: Session, runtime: Runtime, clock: Clock, role: str = "patient") -> tuple[str, str]:
-    email = unique_email(role)
-    service(session, runtime, clock).register(name="U", email=email, password="password1", role=role)
-    return email, "password1"
-
-
-def test_lockout_lifts_after_the_window(session: Session, runtime: Runtime, clock: Clock) -> None:
-    email, password = make_user(session, runtime, clock)
+def test_lockout_lifts_after_the_window(session: Session, container: Container, clock: Clock) -> None:
+    email, password = session_user(container, session)
     for _ in range(5):
         with pytest.raises(Unauthenticated):
-            service(session, runtime, clock).login(email, "wrong-password")
+            account_service(container, session, clock()).login(email, "wrong-password")
         clock.advance(seconds=10)
     with pytest.raises(TooManyRequests) as locked:
-        service(session, runtime, clock).login(email, password)
+        account_service(container, session, clock()).login(email, password)
     # The oldest failure was 50 s ago: it ages out of the 15-minute window in 850 s.
     assert 849 <= locked.value.retry_after_seconds <= 851
     clock.advance(seconds=locked.value.retry_after_seconds)
-    assert service(session, runtime, clock).login(email, password).access_token
+    assert account_service(container, session, clock()).login(email, password).access_token
 
 
-def test_unknown_accounts_are_throttled_too(session: Session, runtime: Runtime, clock: Clock) -> None:
+def test_unknown_accounts_are_throttled_too(session: Session, container: Container, clock: Clock) -> None:
     stranger = unique_email()
     for _ in range(5):
         with pytest.raises(Unauthenticated):
-            service(session, runtime, clock).login(stranger, "whatever1")
+            account_service(container, session, clock()).login(stranger, "whatever1")
     with pytest.raises(TooManyRequests):
-        service(session, runtime, clock).login(stranger, "whatever1")
+        account_service(container, session, clock()).login(stranger, "whatever1")
 
 
-def test_access_token_expires_with_the_clock(session: Session, runtime: Runtime, clock: Clock) -> None:
-    email, password = make_user(session, runtime, clock)
-    pair = service(session, runtime, clock).login(email, password)
+def test_access_token_expires_with_the_clock(session: Session, container: Container, clock: Clock) -> None:
+    email, password = session_user(container, session)
+    pair = account_service(container, session, clock()).login(email, password)
     clock.advance(minutes=29)
-    assert service(session, runtime, clock).authenticate(pair.access_token).email == email
+    claims = container.token_codec().decode_access(pair.access_token, now=clock())
+    assert current_user(session, claims).email == email
     clock.advance(minutes=1)
     with pytest.raises(Unauthenticated, match="expired"):
-        service(session, runtime, clock).authenticate(pair.access_token)
+        container.token_codec().decode_access(pair.access_token, now=clock())
 
 
-def test_refresh_token_expires(session: Session, runtime: Runtime, clock: Clock) -> None:
-    email, password = make_user(session, runtime, clock)
-    pair = service(session, runtime, clock).login(email, password)
+def test_refresh_token_expires(session: Session, container: Container, clock: Clock) -> None:
+    email, password = session_user(container, session)
+    pair = account_service(container, session, clock()).login(email, password)
     clock.advance(days=14, seconds=1)
     with pytest.raises(Unauthenticated):
-        service(session, runtime, clock).refresh(pair.refresh_token)
+        account_service(container, session, clock()).refresh(pair.refresh_token)
 
 
-def test_reset_token_valid_for_thirty_minutes_only(session: Session, runtime: Runtime, clock: Clock) -> None:
-    email, _ = make_user(session, runtime, clock)
-    outbox = Outbox()
-    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
-    token = outbox.messages[0]["body"].split("\n\n")[2].strip()
-    assert "30 minutes" in outbox.messages[0]["body"]
+def test_reset_token_valid_for_thirty_minutes_only(session: Session, container: Container, clock: Clock) -> None:
+    email, _ = session_user(container, session)
+    message = account_service(container, session, clock()).request_password_reset(email, reset_url="http://x")
+    assert message is not None and message.to == email
+    token = reset_token(message.body)
+    assert "30 minutes" in message.body
     clock.advance(minutes=30)
     with pytest.raises(InvalidRequest):
-        service(session, runtime, clock).confirm_password_reset(token, "new-password")
-    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
-    fresh = outbox.messages[1]["body"].split("\n\n")[2].strip()
+        account_service(container, session, clock()).confirm_password_reset(token, "new-password")
+    again = account_service(container, session, clock()).request_password_reset(email, reset_url="http://x")
+    assert again is not None
+    fresh = reset_token(again.body)
     clock.advance(minutes=29)
-    service(session, runtime, clock).confirm_password_reset(fresh, "new-password")
-    assert service(session, runtime, clock).login(email, "new-password").access_token
+    account_service(container, session, clock()).confirm_password_reset(fresh, "new-password")
+    assert account_service(container, session, clock()).login(email, "new-password").access_token
 
 
-def test_reset_stores_only_a_digest(session: Session, runtime: Runtime, clock: Clock) -> None:
+def test_reset_stores_only_a_digest(session: Session, container: Container, clock: Clock) -> None:
     from sqlalchemy import select
 
-    from reservations.db import PasswordResetToken
+    from reservations.adapters.db import PasswordResetToken
 
-    email, _ = make_user(session, runtime, clock)
-    outbox = Outbox()
-    service(session, runtime, clock).request_password_reset(email, mailer=outbox, reset_url="http://x")
-    token = outbox.messages[0]["body"].split("\n\n")[2].strip()
+    email, _ = session_user(container, session)
+    message = account_service(container, session, clock()).request_password_reset(email, reset_url="http://x")
+    assert message is not None
+    token = reset_token(message.body)
     stored = session.scalars(select(PasswordResetToken.token_hash)).all()
     assert token not in stored
     assert all(len(digest) == 64 for digest in stored)
 
 
-def test_password_hash_is_argon2id(session: Session, runtime: Runtime, clock: Clock) -> None:
-    user = service(session, runtime, clock).register(
+def test_password_hash_is_argon2id(session: Session, container: Container, clock: Clock) -> None:
+    user = account_service(container, session, clock()).register(
         name="U", email=unique_email(), password="password1", role="patient"
     )
     assert user.password_hash.startswith("$argon2id$")
 
 
-def test_invalid_timezone_and_password_are_rejected(session: Session, runtime: Runtime, clock: Clock) -> None:
-    accounts = service(session, runtime, clock)
+def test_invalid_timezone_and_password_are_rejected(session: Session, container: Container, clock: Clock) -> None:
+    accounts = account_service(container, session, clock())
     with pytest.raises(Unprocessable):
         accounts.register(name="U", email=unique_email(), password="password1", role="provider", timezone="Nowhere/X")
     with pytest.raises(Unprocessable):
@@ -124,7 +112,7 @@ def test_invalid_timezone_and_password_are_rejected(session: Session, runtime: R
 
 
 def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None:  # type: ignore[no-untyped-def]
-    runtime = Runtime(settings)
+    container = Container(settings)
     email = unique_email()
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
@@ -132,10 +120,14 @@ def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None
     def attempt(i: int) -> None:
         barrier.wait()
         try:
-            with runtime.transaction() as session:
-                runtime.accounts(session).register(
-                    name="U", email=email.upper() if i % 2 else email, password="password1", role="patient"
-                )
+            container.accounts.register(
+                None,
+                name="U",
+                email=email.upper() if i % 2 else email,
+                password="password1",
+                role="patient",
+                timezone="UTC",
+            )
             outcomes.append("created")
         except Conflict:
             outcomes.append("conflict")
@@ -147,7 +139,7 @@ def test_concurrent_registrations_of_one_email_have_one_winner(settings) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    runtime.engine.dispose()
+    container.close()
     assert sorted(outcomes) == ["conflict"] * 7 + ["created"]
 
 
@@ -161,15 +153,15 @@ def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  #
         arn = client.create_secret(Name="jwt", SecretString=json.dumps({"keys": [old]}))["ARN"]
         parameters.clear_caches()
         aws_settings = load_settings(database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn)
-        runtime = Runtime(aws_settings)
-        now = runtime.now()
-        token = runtime.token_codec().issue_access(
+        container = Container(aws_settings)
+        now = container.now()
+        token = container.token_codec().issue_access(
             user_id=1, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5)
         )
         # Rotate: the new key signs, the old one still verifies until it is removed.
         client.put_secret_value(SecretId=arn, SecretString=json.dumps({"keys": [new, old]}))
         parameters.clear_caches()
-        rotated = runtime.token_codec()
+        rotated = container.token_codec()
         assert rotated.decode_access(token, now=now).user_id == 1
         fresh = rotated.issue_access(user_id=2, role="patient", token_version=0, now=now, ttl=timedelta(minutes=5))
         import jwt
@@ -178,5 +170,5 @@ def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  #
         client.put_secret_value(SecretId=arn, SecretString=json.dumps({"keys": [new]}))
         parameters.clear_caches()
         with pytest.raises(Unauthenticated):
-            runtime.token_codec().decode_access(token, now=now)
+            container.token_codec().decode_access(token, now=now)
         parameters.clear_caches()

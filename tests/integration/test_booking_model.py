@@ -6,6 +6,7 @@ overlap, the listed free slots equal the model's, and the cache agrees with Post
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -22,13 +23,13 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import text
 
-from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
-from reservations.booking import BookingService
-from reservations.db import User
-from reservations.errors import Conflict, NotFound
-from reservations.http.runtime import Runtime, booking_policy
-from reservations.scheduling import PostedAvailability, ProviderSchedule
-from reservations.slot_cache import SlotCache
+from reservations.adapters.db import User
+from reservations.adapters.slot_cache import SlotCache
+from reservations.composition import Container
+from reservations.domain.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
+from reservations.domain.booking import BookingService
+from reservations.domain.errors import Conflict, NotFound
+from reservations.domain.scheduling import PostedAvailability, ProviderSchedule
 
 START = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 DAYS = (date(2027, 3, 3), date(2027, 3, 4))
@@ -58,25 +59,22 @@ class ModelAppointment:
 
 
 class BookingMachine(RuleBasedStateMachine):
-    runtime: Runtime
+    container: Container
     cache: SlotCache
 
     @initialize()
     def create_people(self) -> None:
         self.now = START
-        self.policy = booking_policy(
-            self.runtime.settings.model_copy(
-                update={
-                    "min_booking_notice_hours": 1,
-                    "max_booking_horizon_days": 30,
-                    "confirmation_grace_period_minutes": HOLD_MINUTES,
-                    "max_active_holds": MAX_HOLDS,
-                }
-            )
+        self.container.configure(
+            min_booking_notice_hours=1,
+            max_booking_horizon_days=30,
+            confirmation_grace_period_minutes=HOLD_MINUTES,
+            max_active_holds=MAX_HOLDS,
         )
+        self.policy = self.container.booking_policy
         self.providers: list[int] = []
         self.patients: list[int] = []
-        with self.runtime.transaction() as session:
+        with self.container.unit_of_work() as session:
             for role, bucket, count in (("provider", self.providers, 2), ("patient", self.patients, 3)):
                 for _ in range(count):
                     user = User(
@@ -109,7 +107,7 @@ class BookingMachine(RuleBasedStateMachine):
         self.appointments: list[ModelAppointment] = []
 
     def _post(self, provider: int, availability: Availability, touched: set[date]) -> None:
-        with self.runtime.transaction() as session:
+        with self.container.unit_of_work() as session:
             schedule = ProviderSchedule(session, policy=self.policy, now=self.now)
             actor = session.get_one(User, provider)
             schedule.post_availability(actor, provider, PostedAvailability(availability, frozenset(touched), None))
@@ -137,7 +135,7 @@ class BookingMachine(RuleBasedStateMachine):
             )
             expected = expected or {"created"}
         try:
-            with self.runtime.transaction() as session:
+            with self.container.unit_of_work() as session:
                 made = self._booking(session).reserve(session.get_one(User, patient_id), provider_id, start)
                 outcome, made_id, expires = "created", made.id, made.expires_at
         except Conflict as error:
@@ -165,7 +163,7 @@ class BookingMachine(RuleBasedStateMachine):
         else:
             expected = "reservation_expired"
         try:
-            with self.runtime.transaction() as session:
+            with self.container.unit_of_work() as session:
                 self._booking(session).confirm(session.get_one(User, appointment.patient), appointment.id)
             outcome = "confirmed"
         except Conflict as error:
@@ -184,7 +182,7 @@ class BookingMachine(RuleBasedStateMachine):
         else:
             expected = "reservation_expired"
         try:
-            with self.runtime.transaction() as session:
+            with self.container.unit_of_work() as session:
                 self._booking(session).cancel(session.get_one(User, actor), appointment.id)
             outcome = "cancelled"
         except Conflict as error:
@@ -200,7 +198,7 @@ class BookingMachine(RuleBasedStateMachine):
         target = self.appointments[appointment % len(self.appointments)].id if self.appointments else 2**40
         if target in owned:
             return
-        with pytest.raises(NotFound), self.runtime.transaction() as session:
+        with pytest.raises(NotFound), self.container.unit_of_work() as session:
             self._booking(session).confirm(session.get_one(User, patient_id), target)
 
     @rule(minutes=st.integers(1, 12))
@@ -221,7 +219,7 @@ class BookingMachine(RuleBasedStateMachine):
     def no_overlaps_in_the_database(self) -> None:
         if not hasattr(self, "providers"):
             return
-        with self.runtime.transaction() as session:
+        with self.container.unit_of_work() as session:
             clashes = session.execute(
                 text(
                     """
@@ -246,7 +244,7 @@ class BookingMachine(RuleBasedStateMachine):
             expected = sorted(s for s in self.offered[provider_id] - taken if s >= earliest)
             listings = []
             for store in (self.cache, None):
-                with self.runtime.transaction() as session:
+                with self.container.unit_of_work() as session:
                     schedule = ProviderSchedule(session, policy=self.policy, now=self.now, store=store)
                     listings.append([s for s, _ in schedule.free_slots(provider_id, DAYS[0], DAYS[-1]).slots])
             cached, fresh = listings
@@ -255,9 +253,9 @@ class BookingMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.slow
-def test_booking_state_machine(settings_fixture_runtime: Runtime) -> None:
-    BookingMachine.runtime = settings_fixture_runtime
-    BookingMachine.cache = SlotCache.from_url(settings_fixture_runtime.settings.redis_url, ttl_seconds=600)
+def test_booking_state_machine(model_container: Container) -> None:
+    BookingMachine.container = model_container
+    BookingMachine.cache = SlotCache.from_url(model_container.settings.redis_url, ttl_seconds=600)
     run_state_machine_as_test(
         BookingMachine,
         settings=settings(
@@ -270,7 +268,7 @@ def test_booking_state_machine(settings_fixture_runtime: Runtime) -> None:
 
 
 @pytest.fixture
-def settings_fixture_runtime(settings) -> Runtime:  # type: ignore[no-untyped-def]
-    runtime = Runtime(settings)
-    yield runtime
-    runtime.engine.dispose()
+def model_container(settings) -> Iterator[Container]:  # type: ignore[no-untyped-def]
+    container = Container(settings)
+    yield container
+    container.close()

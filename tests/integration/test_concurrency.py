@@ -11,46 +11,34 @@ from typing import Any
 
 import pytest
 
-from reservations.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
-from reservations.booking import BookingService
-from reservations.db import User
-from reservations.errors import Conflict
-from reservations.http.runtime import Runtime, booking_policy
-from reservations.scheduling import PostedAvailability, ProviderSchedule
-from tests.conftest import Clock, unique_email
+from reservations.adapters.db import User
+from reservations.composition import Container
+from reservations.config import Settings
+from reservations.domain.errors import Conflict
+from tests.builders import NOW, Clock, booking_for, create_user, open_weekdays
 from tests.support import FunctionClient, load_function
+from tests.world import container_of, follow
 
-NOW = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)
 FIRST_SLOT = datetime(2027, 1, 6, 8, 0, tzinfo=UTC)
 
 
-def create_user(runtime: Runtime, role: str) -> tuple[int, str]:
-    with runtime.transaction() as session:
-        accounts = runtime.accounts(session)
-        user = accounts.register(name=role, email=unique_email(role), password="password1", role=role)
-        token = runtime.token_codec().issue_access(
-            user_id=user.id, role=role, token_version=0, now=runtime.now(), ttl=timedelta(hours=12)
-        )
-        return user.id, token
-
-
-def open_all_weekdays(runtime: Runtime, provider_id: int) -> None:
-    weekly = (WeeklyWindow(parse_days("M-Su"), parse_window("8am", "8pm")),)
-    period = WeeklyPeriod(NOW.date(), NOW.date() + timedelta(days=30), weekly)
-    touched = frozenset(NOW.date() + timedelta(days=i) for i in range(31))
-    with runtime.transaction() as session:
-        schedule = ProviderSchedule(session, policy=booking_policy(runtime.settings), now=runtime.now())
-        provider = schedule.provider(provider_id)
-        schedule.post_availability(
-            provider, provider_id, PostedAvailability(Availability((period,), {}, {}), touched, None)
-        )
+def open_every_day(container: Container, provider) -> None:  # type: ignore[no-untyped-def]
+    """Monday to Sunday, 8am to 8pm UTC, for 31 days from NOW."""
+    open_weekdays(container, provider, days="M-Su", end="8pm", span_days=31)
 
 
 @pytest.fixture
-def runtime_at_now(settings) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    runtime = Runtime(settings.model_copy(update={"max_active_holds": 1000}), clock=Clock(NOW))
-    yield runtime
-    runtime.engine.dispose()
+def container_at_now(settings: Settings) -> Iterator[Container]:
+    container = Container(settings.model_copy(update={"max_active_holds": 1000}), clock=Clock(NOW))
+    yield container
+    container.close()
+
+
+def appointments_on(container: Container, **changes: Any) -> FunctionClient:
+    """An appointments function container with the setup container's settings and clock."""
+    client = FunctionClient(load_function("appointments"))
+    follow(container_of(client), container, **changes)
+    return client
 
 
 def run_together(calls: list[Callable[[], Any]]) -> list[Any]:
@@ -65,14 +53,13 @@ def run_together(calls: list[Callable[[], Any]]) -> list[Any]:
 
 
 @pytest.mark.slow
-def test_fifty_patients_one_slot_exactly_one_winner_over_twenty_rounds(runtime_at_now: Runtime) -> None:
-    runtime = runtime_at_now
-    provider_id, _ = create_user(runtime, "provider")
-    open_all_weekdays(runtime, provider_id)
-    patients = [create_user(runtime, "patient") for _ in range(50)]
-    client = FunctionClient(load_function("appointments"))
-    client.module.app.state.runtime.settings = runtime.settings.model_copy(update={"db_pool_size": 50})
-    client.module.app.state.runtime.clock = runtime.clock
+def test_fifty_patients_one_slot_exactly_one_winner_over_twenty_rounds(container_at_now: Container) -> None:
+    setup = container_at_now
+    provider = create_user(setup, "provider")
+    provider_id = provider.id
+    open_every_day(setup, provider)
+    patients = [create_user(setup, "patient") for _ in range(50)]
+    client = appointments_on(setup, db_pool_size=50)
     try:
         for round_number in range(20):
             start = (FIRST_SLOT + timedelta(minutes=15 * round_number)).isoformat()
@@ -83,7 +70,7 @@ def test_fifty_patients_one_slot_exactly_one_winner_over_twenty_rounds(runtime_a
                         json_body={"provider_id": provider_id, "start_time": start},
                         token=token,
                     )
-                    for _, token in patients
+                    for token in (patient.token for patient in patients)
                 ]
             )
             outcome = Counter((r.status, r.body.get("code")) for r in responses)
@@ -93,16 +80,14 @@ def test_fifty_patients_one_slot_exactly_one_winner_over_twenty_rounds(runtime_a
 
 
 @pytest.mark.slow
-def test_one_patient_racing_two_providers_gets_one_appointment(runtime_at_now: Runtime) -> None:
-    runtime = runtime_at_now
-    providers = [create_user(runtime, "provider")[0] for _ in range(2)]
-    for provider_id in providers:
-        open_all_weekdays(runtime, provider_id)
-    _, token = create_user(runtime, "patient")
-    clients = [FunctionClient(load_function("appointments")) for _ in range(2)]
-    for client in clients:
-        client.module.app.state.runtime.settings = runtime.settings
-        client.module.app.state.runtime.clock = runtime.clock
+def test_one_patient_racing_two_providers_gets_one_appointment(container_at_now: Container) -> None:
+    setup = container_at_now
+    people = [create_user(setup, "provider") for _ in range(2)]
+    for provider in people:
+        open_every_day(setup, provider)
+    providers = [provider.id for provider in people]
+    token = create_user(setup, "patient").token
+    clients = [appointments_on(setup) for _ in range(2)]
     try:
         for round_number in range(20):
             start = (FIRST_SLOT + timedelta(minutes=15 * round_number)).isoformat()
@@ -124,24 +109,24 @@ def test_one_patient_racing_two_providers_gets_one_appointment(runtime_at_now: R
 
 
 @pytest.mark.slow
-def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(settings) -> None:  # type: ignore[no-untyped-def]
+def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(settings: Settings) -> None:
     """Two containers whose clocks straddle the deadline: the holder confirms (its clock
     says the hold is live) while another patient reserves (its clock says it expired)."""
     policy_settings = settings.model_copy(update={"max_active_holds": 1000, "confirmation_grace_period_minutes": 10})
-    setup = Runtime(policy_settings, clock=Clock(NOW))
-    provider_id, _ = create_user(setup, "provider")
-    open_all_weekdays(setup, provider_id)
-    holder_id, _ = create_user(setup, "patient")
-    rival_id, _ = create_user(setup, "patient")
-    policy = booking_policy(policy_settings)
+    setup = Container(policy_settings, clock=Clock(NOW))
+    provider = create_user(setup, "provider")
+    provider_id = provider.id
+    open_every_day(setup, provider)
+    holder_id = create_user(setup, "patient").id
+    rival_id = create_user(setup, "patient").id
     outcomes: Counter[str] = Counter()
     try:
         for trial in range(300):
             start = FIRST_SLOT + timedelta(days=trial // 48, minutes=15 * (trial % 48))
             hold_time = NOW + timedelta(seconds=trial)
-            with setup.transaction() as session:
+            with setup.unit_of_work() as session:
                 holder = session.get_one(User, holder_id)
-                appointment = BookingService(session, policy=policy, now=hold_time).reserve(holder, provider_id, start)
+                appointment = booking_for(setup, session, hold_time).reserve(holder, provider_id, start)
                 deadline = appointment.expires_at
                 appointment_id = appointment.id
             assert deadline is not None
@@ -150,18 +135,18 @@ def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(setti
                 at: datetime = deadline - timedelta(microseconds=1), appointment_id: int = appointment_id
             ) -> str:
                 try:
-                    with setup.transaction() as session:
+                    with setup.unit_of_work() as session:
                         holder = session.get_one(User, holder_id)
-                        BookingService(session, policy=policy, now=at).confirm(holder, appointment_id)
+                        booking_for(setup, session, at).confirm(holder, appointment_id)
                     return "confirmed"
                 except Conflict as error:
                     return error.code
 
             def rival_reserve(at: datetime = deadline, start: datetime = start) -> str:
                 try:
-                    with setup.transaction() as session:
+                    with setup.unit_of_work() as session:
                         rival = session.get_one(User, rival_id)
-                        BookingService(session, policy=policy, now=at).reserve(rival, provider_id, start)
+                        booking_for(setup, session, at).reserve(rival, provider_id, start)
                     return "reserved"
                 except Conflict as error:
                     return error.code
@@ -175,7 +160,7 @@ def test_confirm_racing_a_reservation_at_the_expiry_instant_never_both_win(setti
             )
             outcomes[f"{confirm_result}/{reserve_result}"] += 1
     finally:
-        setup.engine.dispose()
+        setup.close()
     # Both orders must actually have happened, or the race was not exercised
     # (about 5% of trials go each way here; missing one in 300 is ~1e-7 likely).
     assert set(outcomes) == {"confirmed/slot_unavailable", "reservation_expired/reserved"}, outcomes

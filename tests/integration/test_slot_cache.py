@@ -1,6 +1,8 @@
 """The Redis slot cache against real Redis and Postgres: read-through, version tags that
 make stale values misses (including the stale-set race), hold expiry by time on cached
-days, corrupt values, and Redis outages that cost one short attempt per circuit period."""
+days, corrupt values, the fail-fast client, and writes made while Redis is down. What a
+client sees during an outage (one attempt per circuit period, one warning, one metric) is
+proved at the handler tier, in tests/handlers/test_cache_handlers.py."""
 
 from __future__ import annotations
 
@@ -12,10 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from reservations.config import Settings
-from reservations.http.runtime import Runtime, booking_policy
-from reservations.scheduling import DaySlots, ProviderSchedule, bump_slot_days, days_around
-from reservations.slot_cache import (
+from reservations.adapters.slot_cache import (
     CIRCUIT_SECONDS,
     CONNECT_TIMEOUT_SECONDS,
     READ_TIMEOUT_SECONDS,
@@ -23,10 +22,15 @@ from reservations.slot_cache import (
     day_key,
     decode_day,
 )
-from tests.cache_world import (
+from reservations.composition import Container
+from reservations.config import Settings
+from reservations.domain.scheduling import DaySlots, bump_slot_days, days_around
+from tests.builders import (
     NOW,
     SLOT,
     WEEK,
+    Clock,
+    Person,
     WriteBeforePut,
     cancel,
     close_day,
@@ -36,10 +40,10 @@ from tests.cache_world import (
     listing,
     move_to,
     open_weekdays,
+    schedule_for,
     slot_tags,
 )
-from tests.conftest import Clock
-from tests.redis_server import FakeMonotonic, HangingServer, RedisServer
+from tests.redis_server import FakeMonotonic, RedisServer
 
 WEDNESDAY = SLOT.date()
 
@@ -50,10 +54,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def runtime_at_now(settings: Settings, clock: Clock) -> Iterator[Runtime]:
-    runtime = Runtime(settings.model_copy(update={"max_active_holds": 100}), clock=clock)
-    yield runtime
-    runtime.engine.dispose()
+def container_at_now(settings: Settings, clock: Clock) -> Iterator[Container]:
+    container = Container(settings.model_copy(update={"max_active_holds": 100}), clock=clock)
+    yield container
+    container.close()
 
 
 @pytest.fixture
@@ -65,15 +69,15 @@ def cache(settings: Settings) -> Iterator[SlotCache]:
 
 
 @pytest.fixture
-def provider(runtime_at_now: Runtime) -> int:
-    provider_id, _ = create_user(runtime_at_now, "provider")
-    open_weekdays(runtime_at_now, provider_id)
-    return provider_id
+def provider(container_at_now: Container) -> Person:
+    provider = create_user(container_at_now, "provider")
+    open_weekdays(container_at_now, provider)
+    return provider
 
 
 @pytest.fixture
-def patient(runtime_at_now: Runtime) -> int:
-    return create_user(runtime_at_now, "patient")[0]
+def patient(container_at_now: Container) -> Person:
+    return create_user(container_at_now, "patient")
 
 
 def offered(slots: list[tuple[datetime, datetime]]) -> set[datetime]:
@@ -124,50 +128,50 @@ def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -
     ],
 )
 def test_a_corrupt_value_is_a_miss_and_the_listing_still_answers(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int, garbage: bytes
+    container_at_now: Container, cache: SlotCache, provider: Person, garbage: bytes
 ) -> None:
     # Given: a correct listing, then one cached day replaced by garbage (even garbage
     # carrying the current tag)
-    expected = listing(runtime_at_now, cache, provider).slots
-    tags = slot_tags(runtime_at_now, provider)
-    cache.client.set(day_key(provider, WEDNESDAY), garbage.replace(b"VERSION", tags[WEDNESDAY].encode()))
+    expected = listing(container_at_now, cache, provider).slots
+    tags = slot_tags(container_at_now, provider)
+    cache.client.set(day_key(provider.id, WEDNESDAY), garbage.replace(b"VERSION", tags[WEDNESDAY].encode()))
 
     # When / Then: that day is recomputed, the others still come from the cache
-    again = listing(runtime_at_now, cache, provider)
+    again = listing(container_at_now, cache, provider)
     assert again.slots == expected
     assert again.days_from_store == 6
-    assert cache.get_days(provider, [WEDNESDAY], tags) != {}  # the recomputed day was stored back
+    assert cache.get_days(provider.id, [WEDNESDAY], tags) != {}  # the recomputed day was stored back
 
 
 # --- read-through and freshness ---------------------------------------------------------------
 
 
 def test_read_through_fills_the_cache_and_then_serves_from_it(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int
+    container_at_now: Container, cache: SlotCache, provider: Person
 ) -> None:
-    first = listing(runtime_at_now, cache, provider)
+    first = listing(container_at_now, cache, provider)
     assert (first.days_from_store, first.days_total) == (0, 7)
     assert SLOT in offered(first.slots)
 
-    second = listing(runtime_at_now, cache, provider)
+    second = listing(container_at_now, cache, provider)
     assert (second.days_from_store, second.days_total) == (7, 7)
     assert second.slots == first.slots
 
     # Overlapping range: Thursday to Sunday are cached, the following Monday to Wednesday are not.
-    shifted = listing(runtime_at_now, cache, provider, WEEK[3], WEEK[3] + timedelta(days=6))
+    shifted = listing(container_at_now, cache, provider, WEEK[3], WEEK[3] + timedelta(days=6))
     assert (shifted.days_from_store, shifted.days_total) == (4, 7)
 
 
 def test_each_committed_write_makes_the_cached_days_it_can_affect_a_miss(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, clock: Clock
+    container_at_now: Container, cache: SlotCache, provider: Person, patient: Person, clock: Clock
 ) -> None:
-    other_provider, _ = create_user(runtime_at_now, "provider")
-    open_weekdays(runtime_at_now, other_provider)
-    listing(runtime_at_now, cache, other_provider)
+    other_provider = create_user(container_at_now, "provider")
+    open_weekdays(container_at_now, other_provider)
+    listing(container_at_now, cache, other_provider)
 
     def warm() -> None:
-        listing(runtime_at_now, cache, provider)
-        assert listing(runtime_at_now, cache, provider).days_from_store == 7
+        listing(container_at_now, cache, provider)
+        assert listing(container_at_now, cache, provider).days_from_store == 7
 
     # A reservation change invalidates the UTC date of its slot and the days either side
     # (whatever the provider's zone, its local day is one of them): Tue 5 to Thu 7.
@@ -175,74 +179,74 @@ def test_each_committed_write_makes_the_cached_days_it_can_affect_a_miss(
 
     # Reserve
     warm()
-    appointment = hold(runtime_at_now, patient, provider)
-    after_reserve = listing(runtime_at_now, cache, provider)
+    appointment = hold(container_at_now, patient, provider)
+    after_reserve = listing(container_at_now, cache, provider)
     assert after_reserve.days_from_store == around_slot
     assert SLOT not in offered(after_reserve.slots)
 
     # Confirm: the day no longer says "taken until the hold deadline" but "taken"
     warm()
-    confirm(runtime_at_now, patient, appointment)
-    assert listing(runtime_at_now, cache, provider).days_from_store == around_slot
+    confirm(container_at_now, patient, appointment)
+    assert listing(container_at_now, cache, provider).days_from_store == around_slot
     clock.advance(hours=2)  # past the hold deadline
-    assert SLOT not in offered(listing(runtime_at_now, cache, provider).slots)
+    assert SLOT not in offered(listing(container_at_now, cache, provider).slots)
 
     # Cancel
     warm()
-    cancel(runtime_at_now, patient, appointment)
-    after_cancel = listing(runtime_at_now, cache, provider)
+    cancel(container_at_now, patient, appointment)
+    after_cancel = listing(container_at_now, cache, provider)
     assert after_cancel.days_from_store == around_slot
     assert SLOT in offered(after_cancel.slots)
 
     # Availability change: only the posted day
     warm()
-    close_day(runtime_at_now, provider, WEDNESDAY)
-    after_close = listing(runtime_at_now, cache, provider)
+    close_day(container_at_now, provider, WEDNESDAY)
+    after_close = listing(container_at_now, cache, provider)
     assert after_close.days_from_store == 6
     assert not [start for start in offered(after_close.slots) if start.date() == WEDNESDAY]
 
     # A new time zone shifts every local day: all of them
     warm()
-    move_to(runtime_at_now, provider, "America/New_York")
-    after_move = listing(runtime_at_now, cache, provider)
+    move_to(container_at_now, provider, "America/New_York")
+    after_move = listing(container_at_now, cache, provider)
     assert after_move.days_from_store == 0
-    assert after_move.slots == listing(runtime_at_now, None, provider).slots
+    assert after_move.slots == listing(container_at_now, None, provider).slots
 
     # Versions are per provider: the other provider's days were never invalidated.
-    assert listing(runtime_at_now, cache, other_provider).days_from_store == 7
+    assert listing(container_at_now, cache, other_provider).days_from_store == 7
 
 
 def test_a_write_leaves_the_cached_days_it_cannot_affect_hits(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int
+    container_at_now: Container, cache: SlotCache, provider: Person, patient: Person
 ) -> None:
     # Given: two weeks listed, so cached
     two_weeks = (WEEK[0], WEEK[0] + timedelta(days=13))
-    listing(runtime_at_now, cache, provider, *two_weeks)
-    assert listing(runtime_at_now, cache, provider, *two_weeks).days_from_store == 14
+    listing(container_at_now, cache, provider, *two_weeks)
+    assert listing(container_at_now, cache, provider, *two_weeks).days_from_store == 14
 
     # When: a slot on Wednesday is reserved
-    hold(runtime_at_now, patient, provider)
+    hold(container_at_now, patient, provider)
 
     # Then: a day five days away is still a hit, with its slots
     monday_after = WEDNESDAY + timedelta(days=5)
-    far = listing(runtime_at_now, cache, provider, monday_after, monday_after)
+    far = listing(container_at_now, cache, provider, monday_after, monday_after)
     assert (far.days_from_store, far.days_total) == (1, 1)
-    assert far.slots == listing(runtime_at_now, None, provider, monday_after, monday_after).slots
+    assert far.slots == listing(container_at_now, None, provider, monday_after, monday_after).slots
     assert len(far.slots) == 32
     # while the reserved day is a miss that no longer offers the slot
-    near = listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
+    near = listing(container_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
     assert (near.days_from_store, near.days_total) == (0, 1)
     assert SLOT not in offered(near.slots)
     assert SLOT + timedelta(minutes=15) in offered(near.slots)
 
 
 def test_a_hold_expiring_by_time_frees_the_slot_on_a_cached_day(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, clock: Clock
+    container_at_now: Container, cache: SlotCache, provider: Person, patient: Person, clock: Clock
 ) -> None:
     # Given: a hold, and the week cached with it
-    hold(runtime_at_now, patient, provider)
-    listing(runtime_at_now, cache, provider)
-    held = listing(runtime_at_now, cache, provider)
+    hold(container_at_now, patient, provider)
+    listing(container_at_now, cache, provider)
+    held = listing(container_at_now, cache, provider)
     assert held.days_from_store == 7
     assert SLOT not in offered(held.slots)
 
@@ -250,47 +254,49 @@ def test_a_hold_expiring_by_time_frees_the_slot_on_a_cached_day(
     clock.advance(minutes=30)
 
     # Then: still served from the cache, and the slot is free
-    expired = listing(runtime_at_now, cache, provider)
+    expired = listing(container_at_now, cache, provider)
     assert expired.days_from_store == 7
     assert SLOT in offered(expired.slots)
 
 
 @pytest.mark.parametrize("write", ["reserve", "cancel"])
 def test_stale_set_race_a_value_computed_before_a_write_is_never_served_after_it(
-    runtime_at_now: Runtime, cache: SlotCache, provider: int, patient: int, write: str
+    container_at_now: Container, cache: SlotCache, provider: Person, patient: Person, write: str
 ) -> None:
     """Reader computes from old data, a writer commits, the reader then stores its old
     value: the tag is the version the reader read, so the next read ignores it."""
-    existing = hold(runtime_at_now, patient, provider) if write == "cancel" else None
+    existing = hold(container_at_now, patient, provider) if write == "cancel" else None
 
     def writer() -> None:
         if existing is None:
-            hold(runtime_at_now, patient, provider)
+            hold(container_at_now, patient, provider)
         else:
-            cancel(runtime_at_now, patient, existing)
+            cancel(container_at_now, patient, existing)
 
     racing = WriteBeforePut(cache, writer)
-    before = listing(runtime_at_now, racing, provider, WEDNESDAY, WEDNESDAY)
+    before = listing(container_at_now, racing, provider, WEDNESDAY, WEDNESDAY)
     assert racing.fired
     # The racing reader itself answered from the state it read (legitimately, it began first).
     assert (SLOT in offered(before.slots)) == (write == "reserve")
 
-    after = listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
+    after = listing(container_at_now, cache, provider, WEDNESDAY, WEDNESDAY)
     assert after.days_from_store == 0
     assert (SLOT in offered(after.slots)) == (write == "cancel")
-    assert listing(runtime_at_now, cache, provider, WEDNESDAY, WEDNESDAY).slots == after.slots
+    assert listing(container_at_now, cache, provider, WEDNESDAY, WEDNESDAY).slots == after.slots
 
 
-def test_a_posting_provider_lock_does_not_block_a_bookings_day_versions(runtime_at_now: Runtime, provider: int) -> None:
+def test_a_posting_provider_lock_does_not_block_a_bookings_day_versions(
+    container_at_now: Container, provider: Person
+) -> None:
     """A post locks the provider row, then bumps its days; a booking bumps its days last,
     and a new day's row checks its foreign key to the provider. That check must not wait
     for the post's lock, or the two could deadlock over the day rows."""
-    with runtime_at_now.transaction() as posting:
-        schedule = ProviderSchedule(posting, policy=booking_policy(runtime_at_now.settings), now=NOW)
-        schedule.provider(provider, for_update=True)
-        with runtime_at_now.transaction() as booking:
+    with container_at_now.unit_of_work() as posting:
+        schedule = schedule_for(container_at_now, posting, now=NOW)
+        schedule.provider(provider.id, for_update=True)
+        with container_at_now.unit_of_work() as booking:
             booking.execute(text("SET LOCAL lock_timeout = '2s'"))
-            bump_slot_days(booking, provider, days_around(SLOT + timedelta(days=60)))  # days with no row yet
+            bump_slot_days(booking, provider.id, days_around(SLOT + timedelta(days=60)))  # days with no row yet
 
 
 # --- Redis outages ------------------------------------------------------------------------------
@@ -305,108 +311,39 @@ def test_the_client_fails_fast_and_never_retries() -> None:
     assert slot_cache.breaker.open_seconds == CIRCUIT_SECONDS
 
 
-def test_stopped_redis_costs_one_attempt_per_circuit_period_and_recovers(
-    runtime_at_now: Runtime, provider: int
-) -> None:
-    outages: list[BaseException] = []
-    breaker_clock = FakeMonotonic()
-    with RedisServer() as server:
-        slot_cache = SlotCache.from_url(server.url(), ttl_seconds=600, on_open=outages.append, circuit_seconds=30)
-        slot_cache.breaker.clock = breaker_clock
-        expected = listing(runtime_at_now, slot_cache, provider).slots
-        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
-
-        # When: Redis dies and five listings come in
-        server.stop()
-        answers = [listing(runtime_at_now, slot_cache, provider) for _ in range(5)]
-
-        # Then: every answer is right (from Postgres), and Redis was tried once: the
-        # failed read opened the circuit, so even the write-back was skipped.
-        assert all(answer.slots == expected and answer.days_from_store == 0 for answer in answers)
-        assert slot_cache.failures == 1
-        assert len(outages) == 1
-        assert slot_cache.breaker.is_open
-
-        # When: the period passes with Redis still down: one more attempt, one more report
-        breaker_clock.advance(30)
-        assert listing(runtime_at_now, slot_cache, provider).slots == expected
-        assert (slot_cache.failures, len(outages)) == (2, 2)
-        breaker_clock.advance(29)
-        listing(runtime_at_now, slot_cache, provider)
-        assert (slot_cache.failures, len(outages)) == (2, 2)
-
-        # When: Redis is back (empty) and the period is over: the cache fills and serves again
-        server.start()
-        breaker_clock.advance(1)
-        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 0
-        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
-        assert (slot_cache.failures, len(outages)) == (2, 2)
-        slot_cache.client.close()
-
-
-def test_a_redis_that_accepts_and_never_answers_costs_one_short_timeout(runtime_at_now: Runtime, provider: int) -> None:
-    outages: list[BaseException] = []
-    breaker_clock = FakeMonotonic()
-    hanging = HangingServer()
-    try:
-        slot_cache = SlotCache.from_url(hanging.url(), ttl_seconds=600, on_open=outages.append)
-        slot_cache.breaker.clock = breaker_clock
-        expected = listing(runtime_at_now, None, provider).slots
-
-        started = time.perf_counter()
-        first = listing(runtime_at_now, slot_cache, provider)
-        first_seconds = time.perf_counter() - started
-        rest = [listing(runtime_at_now, slot_cache, provider) for _ in range(4)]
-
-        assert [answer.slots for answer in [first, *rest]] == [expected] * 5
-        # One connection was made, for the first listing's read; nothing since.
-        assert hanging.wait_for_accepted(1) == 1
-        assert hanging.wait_for_accepted(2, timeout=0.2) == 1
-        assert (slot_cache.failures, len(outages)) == (1, 1)
-        assert first_seconds < 2.0  # sanity only: redis-py's defaults would stall 5 s or more
-
-        breaker_clock.advance(CIRCUIT_SECONDS)
-        assert listing(runtime_at_now, slot_cache, provider).slots == expected
-        assert hanging.wait_for_accepted(2) == 2
-        assert (slot_cache.failures, len(outages)) == (2, 2)
-        slot_cache.client.close()
-    finally:
-        hanging.close()
-
-
-def test_a_failing_outage_hook_does_not_fail_the_listing(runtime_at_now: Runtime, provider: int) -> None:
+def test_a_failing_outage_hook_does_not_fail_the_listing(container_at_now: Container, provider: Person) -> None:
     def broken_hook(_: BaseException) -> None:
         raise RuntimeError("metrics backend exploded")
 
     slot_cache = SlotCache.from_url("redis://127.0.0.1:1/0", ttl_seconds=60, on_open=broken_hook)
-    assert listing(runtime_at_now, slot_cache, provider).days_from_store == 0
+    assert listing(container_at_now, slot_cache, provider).days_from_store == 0
     assert slot_cache.breaker.is_open
 
 
 def test_a_value_stored_before_an_outage_is_not_served_after_a_write_made_during_it(
-    runtime_at_now: Runtime, provider: int, patient: int
+    container_at_now: Container, provider: Person, patient: Person
 ) -> None:
     """Writes never need Redis: a write while Redis hangs leaves no stale value behind."""
     breaker_clock = FakeMonotonic()
     with RedisServer() as server:
         slot_cache = SlotCache.from_url(server.url(), ttl_seconds=600)
         slot_cache.breaker.clock = breaker_clock
-        listing(runtime_at_now, slot_cache, provider)
-        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+        listing(container_at_now, slot_cache, provider)
+        assert listing(container_at_now, slot_cache, provider).days_from_store == 7
 
         server.freeze()  # hung: keeps its data, answers nothing
         try:
-            hold(runtime_at_now, patient, provider)
-            during = listing(runtime_at_now, slot_cache, provider)
+            hold(container_at_now, patient, provider)
+            during = listing(container_at_now, slot_cache, provider)
             assert during.days_from_store == 0
             assert SLOT not in offered(during.slots)
         finally:
             server.resume()
 
         breaker_clock.advance(CIRCUIT_SECONDS)
-        after = listing(runtime_at_now, slot_cache, provider)
+        after = listing(container_at_now, slot_cache, provider)
         # Tue 5 to Thu 7 are still in Redis under their old tags (misses); the rest still hold.
         assert after.days_from_store == 4
         assert SLOT not in offered(after.slots)
-        assert listing(runtime_at_now, slot_cache, provider).days_from_store == 7
+        assert listing(container_at_now, slot_cache, provider).days_from_store == 7
         slot_cache.client.close()

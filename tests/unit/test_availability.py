@@ -1,4 +1,4 @@
-"""Unit tests for reservations.availability: parsing, rules, merge and slots."""
+"""Unit tests for reservations.domain.availability: parsing, rules, merge and slots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reservations.availability import (
+from reservations.domain.availability import (
     MAX_RANGE_DAYS,
     SLOT_MINUTES,
     Availability,

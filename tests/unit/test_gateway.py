@@ -20,25 +20,18 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from reservations.local.gateway import (
-    DEFAULT_ROUTE_KEY,
+from reservations_dev.events import MalformedResponse, build_event, to_http_response
+from reservations_dev.harness import LambdaContext, clear_handler_cache
+from reservations_dev.server import (
     MAX_PAYLOAD_BYTES,
     BackgroundTask,
-    LambdaContext,
-    MalformedResponse,
-    Route,
     RouteTable,
     _DaemonWorkers,
-    build_event,
-    clear_handler_cache,
     create_app,
     format_routes,
-    load_routes,
-    load_schedules,
-    load_template,
     scheduled_tasks,
-    to_http_response,
 )
+from reservations_dev.template import DEFAULT_ROUTE_KEY, Route, load_routes, load_schedules, load_template
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "gateway"
@@ -611,12 +604,12 @@ def test_unknown_route_or_method_is_api_gateways_404(client: InProcessClient, me
 def test_handler_exception_is_a_500_and_its_traceback_is_logged(
     client: InProcessClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="reservations.local.gateway"):
+    with caplog.at_level(logging.ERROR, logger="reservations_dev.gateway"):
         response = client.get("/boom")
 
     assert response.status_code == 500
     assert response.json() == {"message": "Internal Server Error"}
-    [record] = [r for r in caplog.records if r.name == "reservations.local.gateway"]
+    [record] = [r for r in caplog.records if r.name == "reservations_dev.gateway"]
     assert "BoomFunction" in record.getMessage()
     assert record.exc_info is not None
     assert "boom from the fixture handler" in caplog.text

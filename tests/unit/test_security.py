@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reservations.errors import Unauthenticated
-from reservations.security import PasswordHasher, SigningKeys, TokenCodec, token_digest
+from reservations.adapters.security import PasswordHasher, SigningKeys, TokenCodec, token_digest
+from reservations.domain.errors import Unauthenticated
 
 NOW = datetime(2027, 1, 4, 12, 0, tzinfo=UTC)
 
