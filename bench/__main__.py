@@ -3,6 +3,21 @@
     python -m bench                      # every suite, in order
     python -m bench --only scheduling    # one suite (repeat --only for several)
 
+Suites (module in bench/):
+    scheduling    slot generation, storing availability, uncached listings (scheduling_bench)
+    cache         what the Redis slot cache buys on the 7-day listing (cache_bench)
+    cold_start    `import handler` from the sam build artefacts; skipped if not built (cold_start)
+    warm_latency  warm handler latency: listings, reserve / confirm / cancel, /token (warm_latency)
+    contention    150 patients reserve one slot at once; exactly one wins (contention)
+    throughput    reservations per second of 8 clients, threads and processes (throughput)
+    scale         uncached 31-day listing, empty vs 1,000,000 appointments (scale)
+    http_load     20 HTTP clients through the local gateway (http_load)
+    load          all five booking suites above, warm_latency to http_load
+
+Knobs: BENCH_LOAD_SECONDS (http_load run, default 60), BENCH_SCALE_ROWS (scale, default
+1000000), BENCH_CALLS (cache, default 300), BENCH_RUNS (cold_start rounds, default 5),
+BENCH_DATABASE_URL, BENCH_REDIS_URL.
+
 A suite is a module with `run() -> list[dict]` (tables: title, columns, rows, notes).
 Suites written elsewhere are optional: an absent module is skipped with a note, and so
 is one that raises `bench.common.SuiteSkipped` or a clear "not built" error.
@@ -27,18 +42,34 @@ SUITES = {
     "scheduling": "bench.scheduling_bench",
     "cache": "bench.cache_bench",
     "cold_start": "bench.cold_start",
-    "load": "bench.load_bench",
+    "warm_latency": "bench.warm_latency",
+    "contention": "bench.contention",
+    "throughput": "bench.throughput",
+    "scale": "bench.scale",
+    "http_load": "bench.http_load",
 }
-ALIASES = {"scheduling_bench": "scheduling", "cache_bench": "cache", "cold-start": "cold_start", "load_bench": "load"}
+# Names that select several suites, and other spellings of one.
+GROUPS = {"load": ("warm_latency", "contention", "throughput", "scale", "http_load")}
+ALIASES = {
+    "scheduling_bench": "scheduling",
+    "cache_bench": "cache",
+    "cold-start": "cold_start",
+    "load_bench": "load",
+    "warm-latency": "warm_latency",
+    "http-load": "http_load",
+}
 NOT_BUILT_HINTS = ("not built", "sam build")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
 
-def suite_name(value: str) -> str:
+def suite_names(value: str) -> tuple[str, ...]:
     name = ALIASES.get(value, value)
+    if name in GROUPS:
+        return GROUPS[name]
     if name not in SUITES:
-        raise argparse.ArgumentTypeError(f"unknown suite {value!r}; choose from {', '.join(SUITES)}")
-    return name
+        choices = ", ".join([*SUITES, *GROUPS])
+        raise argparse.ArgumentTypeError(f"unknown suite {value!r}; choose from {choices}")
+    return (name,)
 
 
 def run_suite(name: str) -> dict[str, Any]:
@@ -75,11 +106,18 @@ def header(machine: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", type=suite_name, metavar="SUITE", help=", ".join(SUITES))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\nA suite is")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only", action="append", type=suite_names, metavar="SUITE", help=f"one of {', '.join([*SUITES, *GROUPS])}"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
-    names = [name for name in SUITES if not args.only or name in args.only]
+    chosen = {name for names in args.only or () for name in names}
+    names = [name for name in SUITES if not args.only or name in chosen]
 
     machine = machine_info()
     print(header(machine), flush=True)

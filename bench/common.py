@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import json
 import math
 import os
 import platform
@@ -17,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -98,6 +99,22 @@ def measure(call: Callable[[], object], *, runs: int, warmup: int = 3) -> Timing
     for _ in range(runs):
         started = clock()
         call()
+        samples.append(clock() - started)
+    return Timing(tuple(samples))
+
+
+def measure_prepared[T](prepare: Callable[[], T], call: Callable[[T], object], *, runs: int, warmup: int = 3) -> Timing:
+    """Like `measure`, with an untimed `prepare()` before each call (a fresh slot, the
+    next appointment id, a bumped cache version) whose result the call receives."""
+    for _ in range(warmup):
+        call(prepare())
+    gc.collect()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        argument = prepare()
+        started = clock()
+        call(argument)
         samples.append(clock() - started)
     return Timing(tuple(samples))
 
@@ -262,9 +279,27 @@ def load_function(name: str) -> ModuleType:
 
 def release_function(module: ModuleType) -> None:
     """Dispose a loaded function's connection pool, as a recycled container would."""
-    runtime = module.app.state.runtime
-    if "engine" in runtime.__dict__:
-        runtime.engine.dispose()
+    module.container.close()
+
+
+def pin_clock(module: ModuleType, now: datetime) -> ModuleType:
+    """Pin a loaded function's clock (its module-level `Container`), so booking rules and
+    tokens behave the same on every run."""
+    module.container.clock = lambda: now
+    return module
+
+
+def fresh_function(name: str, now: datetime, **environment: str) -> ModuleType:
+    """A fresh, clock-pinned function container, with extra variables while it loads
+    (settings are read at import)."""
+    with patched_environ(**environment):
+        module = load_function(name)
+    return pin_clock(module, now)
+
+
+def issue_token(container: Any, user_id: int, role: str, now: datetime, ttl: timedelta = timedelta(hours=12)) -> str:
+    """An access token from a `reservations.composition.Container`'s codec, without a sign-in."""
+    return str(container.token_codec().issue_access(user_id=user_id, role=role, token_version=0, now=now, ttl=ttl))
 
 
 @contextlib.contextmanager
@@ -285,3 +320,112 @@ def invoke(handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict
     """Call a handler the way the Lambda runtime does (the event is not modified)."""
     result: dict[str, Any] = harness.call(handler, event, _CONTEXT)
     return result
+
+
+def body_of(response: dict[str, Any]) -> Any:
+    raw = response.get("body") or ""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def code_of(response: dict[str, Any]) -> str:
+    """The error `code` of a JSON error body ("" for anything else)."""
+    body = body_of(response)
+    return str(body.get("code", "")) if isinstance(body, dict) else ""
+
+
+def call(handler: Callable[..., dict[str, Any]], event: dict[str, Any], expect: int = 200) -> dict[str, Any]:
+    """`invoke`, raising unless the handler answers `expect`."""
+    response = invoke(handler, event)
+    if response["statusCode"] != expect:
+        raise RuntimeError(f"{event['routeKey']} answered {response['statusCode']}: {response.get('body')}")
+    return response
+
+
+def hello_handlers() -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]:
+    """A hello-world FastAPI app behind bare Mangum, and behind the project's wrapper
+    (Mangum + Powertools logger, metrics and tracer) that every function uses."""
+    from fastapi import FastAPI
+    from mangum import Mangum
+
+    from reservations.http.lambda_entry import make_lambda_handler
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:  # a sync route, like the project's routes
+        return {"hello": "world"}
+
+    return Mangum(app, lifespan="off"), make_lambda_handler(app)
+
+
+# --- fixture rows ----------------------------------------------------------------------
+
+NO_HASH = "not-a-hash"  # accounts that never sign in (tokens are issued directly)
+
+
+def insert_users(
+    engine: Any, role: str, names: Sequence[str], timezone: str = "UTC", *, password_hash: str = NO_HASH
+) -> list[int]:
+    """Users straight into the table (one INSERT), e-mail `<name>@bench.example`; their
+    ids in the order of `names`."""
+    from sqlalchemy import text
+
+    with engine.begin() as connection:
+        rows = connection.execute(
+            text(
+                "INSERT INTO users (name, email, role, password_hash, timezone) "
+                "SELECT n, n || '@bench.example', :role, :hash, :tz "
+                "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS u(n, o) ORDER BY o RETURNING id"
+            ),
+            {"role": role, "hash": password_hash, "tz": timezone, "names": list(names)},
+        )
+        return sorted(row[0] for row in rows)
+
+
+def spread_appointments(
+    connection: Any,
+    *,
+    rows: int,
+    providers: int,
+    patients: int,
+    positions: int,
+    first: datetime,
+    now: datetime,
+    status: str,
+    expires: str,
+    created: str,
+) -> None:
+    """INSERT `rows` appointments of the temp tables bench_providers and bench_patients
+    (columns n, id; n from 0) in one statement, under both exclusion constraints.
+
+    Provider p's k-th row sits at position (37k + 11p) mod `positions` (32 quarter hours
+    a day from `first`, 12:00-20:00 UTC: 8am-4pm in New York); with 37 prime to
+    `positions` and k < positions, positions differ per provider. Its patient is
+    (p + position) mod `patients`: distinct among the providers sharing a position, hence
+    a time. `status`, `expires` and `created` are SQL over g.i (the row number), s.t (the
+    start) and n.now (`now`)."""
+    from sqlalchemy import text
+
+    connection.execute(
+        text(
+            f"""
+            INSERT INTO appointments
+                (provider_id, patient_id, start_time, end_time, status, expires_at, created_at, updated_at)
+            SELECT bp.id, bq.id, s.t, s.t + interval '15 minutes', {status}, {expires}, {created}, {created}
+            FROM (SELECT CAST(:now AS timestamptz) AS now) AS n
+            CROSS JOIN generate_series(0, {rows - 1}) AS g(i)
+            CROSS JOIN LATERAL (SELECT mod(g.i, {providers}) AS p, g.i / {providers} AS k) AS pk
+            CROSS JOIN LATERAL (SELECT mod(pk.k * 37 + pk.p * 11, {positions}) AS pos) AS ps
+            CROSS JOIN LATERAL (
+                SELECT CAST(:first AS timestamptz) + (ps.pos / 32) * interval '1 day'
+                       + mod(ps.pos, 32) * interval '15 minutes' AS t
+            ) AS s
+            JOIN bench_providers AS bp ON bp.n = pk.p
+            JOIN bench_patients AS bq ON bq.n = mod(pk.p + ps.pos, {patients})
+            """
+        ),
+        {"now": now, "first": first},
+    )

@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,23 +37,27 @@ from reservations.domain.availability import (
     parse_days,
     parse_window,
 )
-from reservations.http.runtime import booking_policy
 from reservations.domain.scheduling import ProviderSchedule
 
 from .common import (
     Table,
     Timing,
     bench_environment,
+    call,
     count,
+    hello_handlers,
     http_event,
-    invoke,
+    insert_users,
+    issue_token,
     load_function,
     measure,
     ms,
     patched_environ,
+    pin_clock,
     quiet,
     ratio,
     release_function,
+    spread_appointments,
     table,
     throwaway_database,
 )
@@ -74,7 +77,7 @@ APPOINTMENTS = 100_000
 PROVIDERS = 200  # the measured provider included
 PATIENTS = 2_000
 # Bulk appointments fall on 396 days x 32 quarter hours (12:00-20:00 UTC) from this start.
-BULK_FIRST = "2026-07-01 12:00+00"
+BULK_FIRST = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 BULK_POSITIONS = 396 * 32
 HISTORY_ROWS = 20_000  # extra past appointments of the measured provider (last state)
 
@@ -227,28 +230,6 @@ def generation_table() -> Table:
 # --- fixtures in the database ----------------------------------------------------------
 
 
-def insert_users(engine: Engine, role: str, names: list[str], timezone: str = "UTC") -> list[int]:
-    with engine.begin() as connection:
-        rows = connection.execute(
-            text(
-                "INSERT INTO users (name, email, role, password_hash, timezone) "
-                "SELECT n, n || '@bench.example', :role, 'not-a-hash', :tz FROM unnest(CAST(:names AS text[])) AS n "
-                "RETURNING id"
-            ),
-            {"role": role, "tz": timezone, "names": names},
-        )
-        return [row[0] for row in rows]
-
-
-def issue_token(module: ModuleType, user_id: int, role: str) -> str:
-    runtime = module.app.state.runtime
-    return str(
-        runtime.token_codec().issue_access(
-            user_id=user_id, role=role, token_version=0, now=NOW, ttl=timedelta(hours=12)
-        )
-    )
-
-
 def bulk_appointments(engine: Engine, measured: int) -> float:
     """100,000 appointments over 200 providers (the measured one first) and 2,000 patients;
     no two active rows share a (provider, time) or a (patient, time). Returns seconds."""
@@ -273,31 +254,14 @@ def bulk_appointments(engine: Engine, measured: int) -> float:
             ),
             {"bulk_patients": "bulk-patient-%"},
         )
-        # Provider p's k-th appointment sits at position (37k + 11p) mod 12,672: distinct
-        # for one provider (37 is prime to 12,672). Its patient is (p + position) mod
-        # 2,000: distinct among the providers sharing a position, hence a time.
-        connection.execute(
-            text(
-                f"""
-                INSERT INTO appointments
-                    (provider_id, patient_id, start_time, end_time, status, expires_at, created_at, updated_at)
-                SELECT bp.id, bq.id, s.t, s.t + interval '15 minutes',
-                       CASE WHEN mod(g.i, 10) < 7 THEN 'confirmed' WHEN mod(g.i, 10) = 7 THEN 'cancelled'
-                            WHEN mod(g.i, 10) = 8 THEN 'expired' ELSE 'reserved' END,
-                       CASE WHEN mod(g.i, 10) = 9 THEN s.t - interval '1 day' END,
-                       s.t - interval '3 days', s.t - interval '3 days'
-                FROM generate_series(0, {APPOINTMENTS - 1}) AS g(i)
-                CROSS JOIN LATERAL (SELECT mod(g.i, {PROVIDERS}) AS p, g.i / {PROVIDERS} AS k) AS pk
-                CROSS JOIN LATERAL (SELECT mod(pk.k * 37 + pk.p * 11, {BULK_POSITIONS}) AS pos) AS ps
-                CROSS JOIN LATERAL (
-                    SELECT timestamptz '{BULK_FIRST}' + (ps.pos / 32) * interval '1 day'
-                           + mod(ps.pos, 32) * interval '15 minutes' AS t
-                ) AS s
-                JOIN bench_providers AS bp ON bp.n = pk.p
-                JOIN bench_patients AS bq ON bq.n = mod(pk.p + ps.pos, {PATIENTS})
-                """
-            )
-        )
+        spread_appointments(
+            connection, rows=APPOINTMENTS, providers=PROVIDERS, patients=PATIENTS, positions=BULK_POSITIONS,
+            first=BULK_FIRST, now=NOW,
+            status="CASE WHEN mod(g.i, 10) < 7 THEN 'confirmed' WHEN mod(g.i, 10) = 7 THEN 'cancelled' "
+                   "WHEN mod(g.i, 10) = 8 THEN 'expired' ELSE 'reserved' END",
+            expires="CASE WHEN mod(g.i, 10) = 9 THEN s.t - interval '1 day' END",
+            created="s.t - interval '3 days'",
+        )  # fmt: skip
     settle(engine)
     return time.perf_counter() - started
 
@@ -358,32 +322,6 @@ def appointment_counts(engine: Engine, provider_id: int) -> tuple[int, int]:
 
 
 # --- handlers and SQL ------------------------------------------------------------------
-
-
-def call(handler: Callable[..., dict[str, Any]], event_: dict[str, Any], expect: int = 200) -> dict[str, Any]:
-    response = invoke(handler, event_)
-    if response["statusCode"] != expect:
-        raise RuntimeError(f"{event_['routeKey']} answered {response['statusCode']}: {response.get('body')}")
-    return response
-
-
-def hello_world_handler() -> Callable[..., dict[str, Any]]:
-    """A bare FastAPI app behind the project's Mangum + Powertools wrapper, no database."""
-    from fastapi import FastAPI
-
-    from reservations.http.lambda_entry import make_lambda_handler
-
-    app = FastAPI()
-
-    @app.get("/hello")
-    def hello() -> dict[str, bool]:
-        return {"ok": True}
-
-    return make_lambda_handler(app)
-
-
-def pin_clock(module: ModuleType) -> None:
-    module.app.state.runtime.clock = lambda: NOW
 
 
 @dataclass(frozen=True)
@@ -483,10 +421,10 @@ class Fixture:
         self.providers_fn = load_function("providers")
         self.auth_fn = load_function("auth")
         for module in (self.providers_fn, self.auth_fn):
-            pin_clock(module)
-            if module.app.state.runtime.settings.cache_enabled:
+            pin_clock(module, NOW)
+            if module.container.settings.cache_enabled:
                 raise RuntimeError("REDIS_URL must be empty for this suite (uncached time-slots)")
-        self.patient_token = issue_token(self.auth_fn, self.patient, "patient")
+        self.patient_token = issue_token(self.auth_fn.container, self.patient, "patient", NOW)
 
     def close(self) -> None:
         release_function(self.providers_fn)
@@ -496,7 +434,7 @@ class Fixture:
 
 def measure_baselines(fixture: Fixture) -> tuple[Timing, Timing]:
     log("baselines: hello-world handler, GET /me")
-    hello = hello_world_handler()
+    _, hello = hello_handlers()  # behind the functions' Mangum + Powertools wrapper
     hello_event = http_event("GET", "/hello")
     me_event = http_event("GET", "/me", token=fixture.patient_token)
     auth = fixture.auth_fn.handler
@@ -515,10 +453,10 @@ def measure_posts(fixture: Fixture) -> list[Post]:
     posts = []
     for name, provider_id, days, exceptions in variants:
         log(f"POST availability: {name}")
-        token = issue_token(fixture.providers_fn, provider_id, "provider")
+        token = issue_token(fixture.providers_fn.container, provider_id, "provider", NOW)
         body = availability_body(POST_FIRST, days, exceptions=exceptions)
         post_event = http_event("POST", f"/providers/{provider_id}/availability", json_body=body, token=token)
-        with captured_sql(fixture.providers_fn.app.state.runtime.engine) as statements:
+        with captured_sql(fixture.providers_fn.container.engine) as statements:
             response = call(handler, post_event)
         timing = measure(lambda post_event=post_event: call(handler, post_event), runs=POST_RUNS)
         periods, dated = availability_rows(fixture.admin, provider_id)
@@ -540,8 +478,7 @@ def measure_posts(fixture: Fixture) -> list[Post]:
 def measure_listing(fixture: Fixture, state: str) -> Listing:
     log(f"time-slots, {state}")
     handler = fixture.providers_fn.handler
-    runtime = fixture.providers_fn.app.state.runtime
-    policy = booking_policy(runtime.settings)
+    container = fixture.providers_fn.container
     list_event = http_event(
         "GET",
         f"/providers/{fixture.measured}/time-slots",
@@ -552,13 +489,14 @@ def measure_listing(fixture: Fixture, state: str) -> Listing:
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
     if headers.get("x-cache") != "miss":
         raise RuntimeError(f"expected an uncached listing, got X-Cache: {headers.get('x-cache')}")
-    with captured_sql(runtime.engine) as statements:
+    with captured_sql(container.engine) as statements:
         call(handler, list_event)
     query = next((s for s in statements if "FROM appointments" in s.sql), None)
 
     def service() -> None:
-        with runtime.transaction() as session:
-            schedule = ProviderSchedule(session, policy=policy, now=NOW, store=runtime.day_store)
+        # The domain service on its own, built from the container's policy and store.
+        with container.unit_of_work() as session:
+            schedule = ProviderSchedule(session, policy=container.booking_policy, now=NOW, store=container.day_store)
             schedule.free_slots(fixture.measured, LIST_FIRST, LIST_LAST)
 
     handler_t = measure(lambda: call(handler, list_event), runs=LISTING_RUNS, warmup=5)
@@ -625,7 +563,7 @@ def listing_table(listings: list[Listing], me_t: Timing) -> Table:
         "is ProviderSchedule.free_slots in its own transaction on the handler's engine, without HTTP, auth "
         f"and response models. {empty.statements} SQL statements per handler call. Bulk rows: {PROVIDERS} "
         f"providers x {APPOINTMENTS // PROVIDERS} appointments over {BULK_POSITIONS // 32} days from "
-        f"{BULK_FIRST[:10]} (70% confirmed, 10% each cancelled / expired / reserved), {PATIENTS:,} patients, "
+        f"{BULK_FIRST:%Y-%m-%d} (70% confirmed, 10% each cancelled / expired / reserved), {PATIENTS:,} patients, "
         "distinct (provider, time) and (patient, time); VACUUM (ANALYZE) and CHECKPOINT after each insert. "
         f"The last row adds {HISTORY_ROWS:,} older confirmed rows of the measured provider only (a busy "
         "provider's history). With 100k rows the provider also has appointments inside the window (see 3b: "

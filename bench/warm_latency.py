@@ -1,0 +1,222 @@
+"""Warm latency of the real Lambda handlers (an API Gateway v2 event into `handler`,
+in-process, one call at a time): time-slots for 7 days cached, missed and with the cache
+disabled; reserve, confirm, cancel; POST /token with argon2id at the production cost
+(and at the test cost). Baselines from the same run: a hello-world FastAPI + Mangum
+handler (bare, and behind the project's Powertools wrapper), a Redis GET with the
+handler's own client and a Postgres `SELECT 1` through the handler's pool
+(`Container.engine`).
+
+Runs in a throwaway database that is dropped at the end; the Redis keys written are deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import text
+
+from .booking_world import (
+    LIST_FIRST,
+    NOW,
+    PASSWORD,
+    World,
+    booking_world,
+    form_event,
+    listing_event,
+    logger,
+    reserve_event,
+    slot_event,
+    slot_sequence,
+)
+from .common import (
+    Table,
+    Timing,
+    body_of,
+    call,
+    fresh_function,
+    hello_handlers,
+    http_event,
+    insert_users,
+    measure,
+    measure_prepared,
+    ms,
+    ratio,
+    redis_url,
+    release_function,
+    table,
+)
+
+LATENCY_RUNS, TOKEN_RUNS, TOKEN_PROD_RUNS = 200, 100, 20
+RESERVE_CASE = "POST /appointments/reserve"
+log = logger("warm_latency")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    timing: Timing
+    baseline: bool = False
+
+
+def baseline_cases(providers: ModuleType, world: World) -> list[Case]:
+    from reservations.adapters.slot_cache import day_key
+
+    log("baselines")
+    bare_hello, wrapped_hello = hello_handlers()
+    hello_event = http_event("GET", "/hello")
+    cases = [
+        Case("hello world: FastAPI + Mangum",
+             measure(lambda: call(bare_hello, hello_event), runs=LATENCY_RUNS, warmup=10), True),
+        Case("hello world: FastAPI + Mangum + Powertools (the functions' wrapper)",
+             measure(lambda: call(wrapped_hello, hello_event), runs=LATENCY_RUNS, warmup=10), True),
+    ]  # fmt: skip
+    container = providers.container
+    (list_provider,) = world.providers["list"]
+    call(providers.handler, listing_event(world.token(world.patients["latency"][0]), list_provider, LIST_FIRST, 7))
+    client = container.day_store.client  # the slot cache's redis-py client, filled by the listing above
+    key = day_key(list_provider, LIST_FIRST)
+    if client.get(key) is None:
+        raise RuntimeError(f"expected {key} in Redis after a listing")
+    cases.append(Case("Redis GET of one cached day (the handler's client)",
+                      measure(lambda: client.get(key), runs=LATENCY_RUNS, warmup=10), True))  # fmt: skip
+
+    def select_one() -> None:
+        with container.engine.connect() as connection:
+            connection.execute(text("SELECT 1")).scalar_one()
+
+    cases.append(Case("Postgres SELECT 1 through Container.engine (checkout: pre-ping, BEGIN, query, ROLLBACK)",
+                      measure(select_one, runs=LATENCY_RUNS, warmup=10), True))  # fmt: skip
+    with container.engine.connect() as held:
+        one_trip = measure(lambda: held.exec_driver_sql("SELECT 1").scalar_one(), runs=LATENCY_RUNS, warmup=10)
+        cases.append(Case("Postgres SELECT 1 on a held connection (one round trip)", one_trip, True))
+        held.rollback()
+    return cases
+
+
+def listing_cases(providers: ModuleType, uncached: ModuleType, world: World) -> list[Case]:
+    log("time-slots")
+    (list_provider,) = world.providers["list"]
+    week = listing_event(world.token(world.patients["latency"][0]), list_provider, LIST_FIRST, 7)
+
+    def listing(handler: Callable[..., dict[str, Any]], expect: str) -> Callable[[Any], None]:
+        def run(_: Any = None) -> None:
+            response = call(handler, week)
+            if response["headers"].get("x-cache") != expect:
+                raise RuntimeError(f"expected X-Cache {expect}, got {response['headers'].get('x-cache')}")
+
+        return run
+
+    def bump() -> None:
+        with world.admin.begin() as connection:
+            connection.execute(
+                text("UPDATE users SET slots_version = slots_version + 1 WHERE id = :id"), {"id": list_provider}
+            )
+
+    return [
+        Case("GET time-slots, 7 days, cached (X-Cache: hit)",
+             measure(listing(providers.handler, "hit"), runs=LATENCY_RUNS, warmup=10)),
+        Case("GET time-slots, 7 days, uncached: miss + write-back (version bumped, untimed)",
+             measure_prepared(bump, listing(providers.handler, "miss"), runs=LATENCY_RUNS, warmup=10)),
+        Case("GET time-slots, 7 days, cache disabled (Postgres only)",
+             measure(listing(uncached.handler, "miss"), runs=LATENCY_RUNS, warmup=10)),
+    ]  # fmt: skip
+
+
+def write_cases(appointments: ModuleType, world: World) -> list[Case]:
+    """Reserve new slots, then confirm those holds, then cancel those appointments."""
+    log("reserve, confirm, cancel")
+    (provider,) = world.providers["latency"]
+    patients = world.patients["latency"]
+    total = LATENCY_RUNS + 3  # measure_prepared's warm-up calls take 3 more
+    reservations = iter(
+        [
+            reserve_event(world.token(patients[k % len(patients)]), provider, start)
+            for k, start in enumerate(slot_sequence(2, total))
+        ]
+    )
+    held: list[tuple[str, int]] = []
+
+    def reserve(event: dict[str, Any]) -> None:
+        appointment_id = int(body_of(call(appointments.handler, event, 201))["id"])
+        held.append((event["headers"]["authorization"].removeprefix("Bearer "), appointment_id))
+
+    def act(event: dict[str, Any]) -> None:
+        call(appointments.handler, event)
+
+    cases = [Case(RESERVE_CASE, measure_prepared(lambda: next(reservations), reserve, runs=LATENCY_RUNS))]
+    confirms = iter([slot_event("confirm", token, appointment_id) for token, appointment_id in held])
+    cases.append(Case("POST /appointments/confirm (own hold)", measure_prepared(lambda: next(confirms), act,
+                                                                                runs=LATENCY_RUNS)))  # fmt: skip
+    cancels = iter([slot_event("cancel", token, appointment_id) for token, appointment_id in held])
+    cases.append(Case("POST /appointments/cancel (own confirmed appointment)",
+                      measure_prepared(lambda: next(cancels), act, runs=LATENCY_RUNS)))  # fmt: skip
+    return cases
+
+
+def token_cases(auth: ModuleType, world: World) -> list[Case]:
+    from reservations.adapters.security import PasswordHasher
+
+    log("/token (argon2id at the production cost, then the test cost)")
+    production = PasswordHasher()  # the Settings defaults: time_cost=3, memory 64 MiB
+    cheap = auth.container.hasher  # the bench environment's test cost
+    insert_users(world.admin, "patient", ["token-prod"], password_hash=production.hash(PASSWORD))
+    insert_users(world.admin, "patient", ["token-test"], password_hash=cheap.hash(PASSWORD))
+    prod = form_event("/token", {"username": "token-prod@bench.example", "password": PASSWORD})
+    test = form_event("/token", {"username": "token-test@bench.example", "password": PASSWORD})
+    return [
+        Case("POST /token, argon2id production cost (t=3, m=64 MiB, p=1)",
+             measure(lambda: call(auth.handler, prod), runs=TOKEN_PROD_RUNS, warmup=2)),
+        Case("POST /token, argon2id test cost (t=1, m=1 MiB)", measure(lambda: call(auth.handler, test),
+                                                                      runs=TOKEN_RUNS)),
+    ]  # fmt: skip
+
+
+def latency_cases(world: World) -> list[Case]:
+    providers = fresh_function("providers", NOW)
+    uncached = fresh_function("providers", NOW, REDIS_URL="")
+    appointments = fresh_function("appointments", NOW)
+    auth = fresh_function("auth", NOW)
+    try:
+        return [
+            *baseline_cases(providers, world),
+            *listing_cases(providers, uncached, world),
+            *write_cases(appointments, world),
+            *token_cases(auth, world),
+        ]
+    finally:
+        for module in (providers, uncached, appointments, auth):
+            release_function(module)
+
+
+def latency_table(cases: list[Case]) -> Table:
+    hello = cases[0].timing
+    rows = [
+        [("baseline: " if c.baseline else "") + c.name, c.timing.runs, ms(c.timing.p50_ns, 3), ms(c.timing.p99_ns, 3),
+         ms(c.timing.mean_ns, 3), ratio(c.timing.p50_ns, hello.p50_ns), ratio(c.timing.p99_ns, hello.p99_ns)]
+        for c in cases
+    ]  # fmt: skip
+    return table(
+        "Warm handler latency: API Gateway v2 event into the real handler, one call at a time",
+        ["case", "runs", "p50 ms", "p99 ms", "mean ms", "p50 vs hello", "p99 vs hello"],
+        rows,
+        "In-process calls of `handler(event, context)`, warm containers (fresh modules), handler clocks pinned to "
+        f"{NOW.isoformat()}; local Postgres and Redis ({redis_url()}), pool of 1 connection per container "
+        "(the Lambda setting). Warm-up calls are not recorded (3, 10 for reads). 'hello' is the bare FastAPI + "
+        "Mangum app. Every time-slots call also checks its JWT and reads the user and provider rows in Postgres; "
+        "the 7 days start 2 days after NOW; 'miss' bumps users.slots_version before each call (untimed), so the "
+        "handler recomputes from Postgres and writes the 7 days back. Reserve takes a new slot of one provider "
+        "each call (patients rotate, so the 3-hold limit is never reached); confirm and cancel act on those holds "
+        "in order. POST /token verifies argon2id at the cost stored in the user's hash: the production row uses "
+        "the Settings defaults (time_cost=3, memory 64 MiB, parallelism 1) and dominates the call, the test row "
+        "the bench's cheap cost; both also insert a refresh token. The engine row pays what every request pays "
+        "per checkout: pool_pre_ping's `SELECT 1` (inside pg8000's implicit BEGIN), then the query, then the "
+        "pool's ROLLBACK on return - 4 round trips for one useful one.",
+    )
+
+
+def run() -> list[Table]:
+    with booking_world("warm_latency", {"list": 1, "latency": 1}, {"latency": 150}) as world:
+        return [latency_table(latency_cases(world))]
