@@ -30,7 +30,11 @@ def _answer(outcome: Replayable, status_code: int) -> JSONResponse:
 @app.post("/appointments/reserve", status_code=status.HTTP_201_CREATED, response_model=AppointmentOut)
 def reserve(body: ReserveIn, caller: Caller, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     outcome = booking.reserve(
-        caller, provider_id=body.provider_id, start_time=body.start_time, idempotency_key=idempotency_key
+        caller,
+        provider_id=body.provider_id,
+        start_time=body.start_time,
+        visit_type_id=body.visit_type_id,
+        idempotency_key=idempotency_key,
     )
     return _answer(outcome, status.HTTP_201_CREATED)
 

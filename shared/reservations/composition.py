@@ -25,7 +25,8 @@ from reservations.adapters.mail import LogMailer, Mailer, SesMailer
 from reservations.adapters.security import PasswordHasher, SigningKeys, TokenCodec
 from reservations.config import Settings, settings_from_environment
 from reservations.domain.accounts import AccountPolicy
-from reservations.domain.scheduling import BookingPolicy, DayStore, NoStore
+from reservations.domain.policy import BookingPolicy
+from reservations.domain.scheduling import DayStore, NoStore
 
 if TYPE_CHECKING:
     from reservations.usecases.accounts import AccountUseCases

@@ -64,8 +64,8 @@ def test_x_cache_is_miss_then_hit_then_partial_and_shared_between_containers(wor
     assert world.slots(provider, patient, later_week, via=world.providers_b).headers["x-cache"] == "partial"
     assert world.slots(provider, patient, later_week).headers["x-cache"] == "hit"
 
-    # The value under the documented key carries the day's tag from Postgres: the provider's
-    # version and the day's, as "{slots_version}:{day version}".
+    # The value under the documented key carries the day's tag from Postgres: the cache
+    # format, the provider's version and the day's, as "2:{slots_version}:{day version}".
     container = container_of(world.providers)
     wednesday = date(2027, 1, 6)
     with container.unit_of_work() as session:
@@ -79,7 +79,7 @@ def test_x_cache_is_miss_then_hit_then_partial_and_shared_between_containers(wor
     redis = SlotCache.from_url(container.settings.redis_url, ttl_seconds=1).client
     stored = json.loads(redis.get(f"provider:{provider['id']}:timeslots:2027-01-06"))
     redis.close()
-    assert stored["version"] == f"{slots_version}:{day_version}"
+    assert stored["version"] == f"2:{slots_version}:{day_version}"
     assert stored["starts"][0] == int(datetime(2027, 1, 6, 8, 0, tzinfo=UTC).timestamp())
 
 
@@ -378,7 +378,7 @@ def test_a_hand_corrupted_value_is_repaired_by_the_scheduled_pass(sync_world: Sy
     redis = sync_world.redis.client()
     key = day_key(provider.id, date(2027, 1, 6))
     value = json.loads(redis.get(key))
-    value["taken"] = {}  # the hold dropped by hand: 09:00 would look free
+    value["busy"] = []  # the hold dropped by hand: 09:00 would look free
     redis.set(key, json.dumps(value))
     corrupted = providers.get(path, token=patient.token, query=WEDNESDAY)
     assert corrupted.headers["x-cache"] == "hit"

@@ -24,7 +24,7 @@ from reservations.adapters.slot_cache import (
 )
 from reservations.composition import Container
 from reservations.config import Settings
-from reservations.domain.scheduling import DaySlots, bump_slot_days, days_around
+from reservations.domain.scheduling import Busy, DaySlots, bump_slot_days, days_around
 from tests.builders import (
     NOW,
     SLOT,
@@ -92,7 +92,10 @@ def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -
     day = DaySlots(
         WEDNESDAY,
         (start, start + timedelta(minutes=15), start + timedelta(minutes=30)),
-        {start: start + timedelta(hours=1), start + timedelta(minutes=15): None},
+        (
+            Busy(start, start + timedelta(minutes=15), start + timedelta(hours=1), True),
+            Busy(start + timedelta(minutes=15), start + timedelta(minutes=45), None, False),
+        ),
     )
     provider_id = 990_000_000 + int(time.time() * 1000) % 1_000_000
 
@@ -119,12 +122,14 @@ def test_days_round_trip_under_the_documented_key_with_a_ttl(cache: SlotCache) -
         b"[]",
         b"42",
         b'{"starts": []}',
-        b'{"version": 7, "starts": [], "taken": {}}',
-        b'{"version": "VERSION", "starts": [], "taken": []}',
-        b'{"version": "VERSION", "starts": [1e400], "taken": {}}',
-        b'{"version": "VERSION", "starts": [99999999999999999], "taken": {}}',
-        b'{"version": "VERSION", "starts": [-1000000000000000], "taken": {}}',
-        b'{"version": "VERSION", "starts": [], "taken": {"1": 1e30}}',
+        b'{"version": 7, "starts": [], "busy": []}',
+        b'{"version": "VERSION", "starts": [], "busy": {}}',
+        b'{"version": "VERSION", "starts": [], "busy": [[1, 2]]}',
+        b'{"version": "VERSION", "starts": [], "taken": {}}',
+        b'{"version": "VERSION", "starts": [1e400], "busy": []}',
+        b'{"version": "VERSION", "starts": [99999999999999999], "busy": []}',
+        b'{"version": "VERSION", "starts": [-1000000000000000], "busy": []}',
+        b'{"version": "VERSION", "starts": [], "busy": [[1, 2, 1e30, 1]]}',
     ],
 )
 def test_a_corrupt_value_is_a_miss_and_the_listing_still_answers(

@@ -38,8 +38,8 @@ MEETING_TIMEOUT_SECONDS = 10
 
 def bumped(tag: str) -> str:
     """The tag after one more write to its day."""
-    provider_version, day_version = tag.split(":")
-    return f"{provider_version}:{int(day_version) + 1}"
+    cache_format, provider_version, day_version = tag.split(":")
+    return f"{cache_format}:{provider_version}:{int(day_version) + 1}"
 
 
 def corrupt(cache: SlotCache, provider_id: int, tags: Mapping[date, str]) -> int:
@@ -51,11 +51,11 @@ def corrupt(cache: SlotCache, provider_id: int, tags: Mapping[date, str]) -> int
     days[monday]["starts"].append(days[monday]["starts"][0] + 600)
     # Tuesday: a start removed
     days[tuesday]["starts"].pop()
-    # Wednesday: a `taken` entry dropped (the held slot would look free)
-    assert days[wednesday]["taken"], "Wednesday should have a hold to drop"
-    days[wednesday]["taken"].pop(next(iter(days[wednesday]["taken"])))
-    # Friday: `taken` of the wrong type; Saturday: a start past what a timestamp can be
-    days[friday]["taken"] = []
+    # Wednesday: a busy range dropped (the held slot would look free)
+    assert days[wednesday]["busy"], "Wednesday should have a hold to drop"
+    days[wednesday]["busy"].pop()
+    # Friday: `busy` of the wrong type; Saturday: a start past what a timestamp can be
+    days[friday]["busy"] = {}
     days[saturday]["starts"] = [99_999_999_999_999_999]
     for day in (monday, tuesday, wednesday, friday, saturday):
         cache.client.set(day_key(provider_id, day), json.dumps(days[day]), ex=600)
@@ -127,8 +127,8 @@ def test_hand_corrupted_values_are_repaired_by_the_next_pass_and_only_once(sync_
         day_key(999_999_999, WEEK[0]), encode_day(fresh_days(sync_world.container, provider, WEEK[:1])[0], "1:1")
     )
     sunday = json.loads(sync_world.cache.client.get(day_key(provider, WEEK[6])))
-    provider_version, day_version = tags[WEEK[6]].split(":")
-    sunday["version"] = f"{int(provider_version) - 1}:{day_version}"
+    cache_format, provider_version, day_version = tags[WEEK[6]].split(":")
+    sunday["version"] = f"{cache_format}:{int(provider_version) - 1}:{day_version}"
     sync_world.cache.client.set(day_key(provider, WEEK[6]), json.dumps(sunday))
 
     # When

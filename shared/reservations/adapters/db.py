@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -119,6 +121,31 @@ class User(Base):
     timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
     slots_version: Mapped[int] = mapped_column(BigInteger, server_default=text("(floor(random() * 1e15))::bigint"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Providers' profile and booking rules (NULL: the deployment's default; for the cap: none).
+    specialty: Mapped[str | None] = mapped_column(String(80))
+    bio: Mapped[str | None] = mapped_column(Text)
+    min_notice_hours: Mapped[float | None] = mapped_column(Double)
+    horizon_days: Mapped[int | None] = mapped_column(Integer)
+    cancellation_notice_hours: Mapped[float | None] = mapped_column(Double)
+    max_appointments_per_day: Mapped[int | None] = mapped_column(Integer)
+
+
+class VisitType(Base):
+    """What a provider offers: a duration and the buffers kept free around it. Every
+    provider has one default type (15 minutes, no buffers) that cannot be removed."""
+
+    __tablename__ = "visit_types"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(80))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    buffer_before_minutes: Mapped[int] = mapped_column(Integer, server_default="0")
+    buffer_after_minutes: Mapped[int] = mapped_column(Integer, server_default="0")
+    description: Mapped[str | None] = mapped_column(String(500))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    is_default: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SlotDayVersion(Base):
@@ -206,6 +233,11 @@ class Appointment(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    visit_type_id: Mapped[int] = mapped_column(ForeignKey("visit_types.id"))
+    # The range kept free for it, buffers included: the provider's exclusion constraint
+    # covers this range, the patient's covers [start_time, end_time).
+    busy_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    busy_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class IdempotencyRecord(Base):

@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from reservations.domain.scheduling import DaySlots
+from reservations.domain.scheduling import Busy, DayRequest, DaySlots
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +56,28 @@ def parse_key(key: str) -> tuple[int, date] | None:
 
 
 def encode_day(day: DaySlots, tag: str) -> str:
+    """Offered slot starts and busy ranges as epoch seconds: ``busy`` holds
+    [start, end, until or null, 1 if it counts towards the day's cap else 0]."""
     return json.dumps(
         {
             "version": tag,
             "starts": [int(start.timestamp()) for start in day.starts],
-            "taken": {
-                str(int(start.timestamp())): (int(until.timestamp()) if until else None)
-                for start, until in sorted(day.taken_until.items())
-            },
+            "busy": [
+                [
+                    int(entry.start.timestamp()),
+                    int(entry.end.timestamp()),
+                    int(entry.until.timestamp()) if entry.until else None,
+                    int(entry.on_day),
+                ]
+                for entry in day.busy
+            ],
         },
         separators=(",", ":"),
     )
+
+
+def _instant(value: Any) -> datetime:
+    return datetime.fromtimestamp(int(value), UTC)
 
 
 def decode_day(raw: str | bytes, day: date) -> tuple[str, DaySlots]:
@@ -76,17 +87,17 @@ def decode_day(raw: str | bytes, day: date) -> tuple[str, DaySlots]:
         tag = document["version"]
         if not isinstance(tag, str):
             raise TypeError("the tag is not a string")
-        starts = tuple(datetime.fromtimestamp(int(value), UTC) for value in document["starts"])
-        taken = {
-            datetime.fromtimestamp(int(start), UTC): (
-                datetime.fromtimestamp(int(until), UTC) if until is not None else None
-            )
-            for start, until in document["taken"].items()
-        }
-        return tag, DaySlots(day, starts, taken)
+        if not (isinstance(document["starts"], list) and isinstance(document["busy"], list)):
+            raise TypeError("starts and busy must be lists")
+        starts = tuple(_instant(value) for value in document["starts"])
+        busy = tuple(
+            Busy(_instant(start), _instant(end), _instant(until) if until is not None else None, bool(on_day))
+            for start, end, until, on_day in document["busy"]
+        )
+        return tag, DaySlots(day, starts, busy)
     except Exception as error:
-        # Garbage can fail in many ways: `taken` as a list (AttributeError), a timestamp
-        # past time_t (OverflowError, or OSError on Linux), ... All of them are a miss.
+        # Garbage can fail in many ways: `busy` as a mapping (ValueError on unpacking), a
+        # timestamp past time_t (OverflowError, or OSError on Linux), ... All are a miss.
         raise ValueError(f"malformed cached day {day.isoformat()}: {type(error).__name__}") from error
 
 
@@ -174,15 +185,35 @@ class SlotCache:
             return {}
         found: dict[date, DaySlots] = {}
         for day, raw in zip(days, raw_values, strict=True):
-            if raw is None:
-                continue
-            try:
-                cached_tag, value = decode_day(raw, day)
-            except (ValueError, KeyError, TypeError):
-                continue  # a corrupt value is a miss; the sync pass repairs it
-            if cached_tag == tags.get(day):
+            value = self._current(raw, day, tags)
+            if value is not None:
                 found[day] = value
         return found
+
+    def get_many(self, requests: Mapping[int, DayRequest]) -> dict[int, dict[date, DaySlots]]:
+        """`get_days` of several providers in one pipelined round trip."""
+        wanted = [(provider_id, day, tags) for provider_id, (days, tags) in requests.items() for day in days]
+        if not wanted:
+            return {}
+        raw_values = self._guarded(lambda: self._get_many([day_key(p, d) for p, d, _ in wanted]), None)
+        found: dict[int, dict[date, DaySlots]] = {provider_id: {} for provider_id in requests}
+        if raw_values is None:
+            return found
+        for (provider_id, day, tags), raw in zip(wanted, raw_values, strict=True):
+            value = self._current(raw, day, tags)
+            if value is not None:
+                found[provider_id][day] = value
+        return found
+
+    @staticmethod
+    def _current(raw: Any, day: date, tags: Mapping[date, str]) -> DaySlots | None:
+        if raw is None:
+            return None
+        try:
+            cached_tag, value = decode_day(raw, day)
+        except (ValueError, KeyError, TypeError):
+            return None  # a corrupt value is a miss; the sync pass repairs it
+        return value if cached_tag == tags.get(day) else None
 
     def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None:
         if not days:

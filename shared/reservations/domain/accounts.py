@@ -139,7 +139,7 @@ class AccountService:
             if sqlstate(error) == "23505":
                 raise Conflict("an account with this e-mail already exists", code="email_taken") from None
             raise
-        return user
+        return user  # a provider gets its default visit type from a trigger (migration 0003)
 
     # --- tokens --------------------------------------------------------------------
 

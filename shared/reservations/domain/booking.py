@@ -18,18 +18,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import Appointment, IdempotencyRecord, User, sqlstate
-from reservations.domain.availability import SLOT_MINUTES, generate_slots, slot_on_grid
+from reservations.domain.availability import generate_slots, slot_on_grid
 from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
+from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, VisitSpec
 from reservations.domain.scheduling import (
     EARLIEST_DATE,
     LATEST_DATE,
-    BookingPolicy,
     ProviderSchedule,
     bump_slot_days,
-    days_around,
+    days_spanned,
+    visit_fits,
 )
 
-SLOT = timedelta(minutes=SLOT_MINUTES)
 IDEMPOTENCY_TTL = timedelta(hours=24)
 STATUSES = ("reserved", "confirmed", "cancelled", "expired")
 PROVIDER_OVERLAP = "appointments_provider_no_overlap"
@@ -39,6 +39,18 @@ PATIENT_OVERLAP = "appointments_patient_no_overlap"
 def constraint_name(error: DBAPIError) -> str | None:
     details = error.orig.args[0] if error.orig is not None and error.orig.args else None
     return str(details.get("n")) if isinstance(details, dict) and details.get("n") else None
+
+
+def grid_start(start_time: datetime) -> datetime:
+    """A client's start time in UTC (naive means UTC), refused unless on the 15-minute grid."""
+    start = start_time if start_time.tzinfo else start_time.replace(tzinfo=UTC)
+    try:
+        start = start.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:45-14:00 lies past datetime's range in UTC
+        raise Unprocessable("start_time is out of range", code="invalid_start_time") from None
+    if not slot_on_grid(start):
+        raise Unprocessable("start_time must be on the 15-minute grid (:00, :15, :30, :45)", code="off_grid")
+    return start
 
 
 def effective_status(appointment: Appointment, now: datetime) -> str:
@@ -56,36 +68,70 @@ class BookingService:
 
     # --- reserve -------------------------------------------------------------------
 
-    def reserve(self, patient: User, provider_id: int, start_time: datetime) -> Appointment:
+    def reserve(
+        self, patient: User, provider_id: int, start_time: datetime, visit_type_id: int | None = None
+    ) -> Appointment:
         if patient.role != "patient":
             raise Forbidden("only patients can reserve", code="wrong_role")
-        start = start_time if start_time.tzinfo else start_time.replace(tzinfo=UTC)
-        try:
-            start = start.astimezone(UTC)
-        except OverflowError:  # e.g. 9999-12-31T23:45-14:00 lies past datetime's range in UTC
-            raise Unprocessable("start_time is out of range", code="invalid_start_time") from None
-        if not slot_on_grid(start):
-            raise Unprocessable("start_time must be on the 15-minute grid (:00, :15, :30, :45)", code="off_grid")
+        start = grid_start(start_time)
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
         provider = schedule.provider(provider_id, for_share=True)
-        if start < self.now + self.policy.min_notice:
-            hours = self.policy.min_notice.total_seconds() / 3600
+        visit_type = schedule.visit_type(provider_id, visit_type_id)
+        visit = VisitSpec.of(visit_type)
+        rules = schedule.rules(provider)
+        if start < self.now + rules.min_notice:
+            hours = rules.min_notice.total_seconds() / 3600
             raise InvalidRequest(f"reservations need at least {hours:g} hours of notice", code="too_soon")
-        if start > self.now + self.policy.horizon:
-            raise InvalidRequest(
-                f"reservations can be made at most {self.policy.horizon.days} days ahead", code="too_far"
-            )
-        zone = ZoneInfo(provider.timezone)
-        local_day = start.astimezone(zone).date()
-        availability = schedule.load_availability(provider_id, local_day, local_day)
-        if start not in {slot for slot, _ in generate_slots(availability, zone, local_day, local_day)}:
-            raise Conflict("the provider does not offer this slot", code="slot_unavailable")
-        end = start + SLOT
+        if start > self.now + rules.horizon:
+            raise InvalidRequest(f"reservations can be made at most {rules.horizon.days} days ahead", code="too_far")
+        end = start + visit.duration
+        busy_start, busy_end = start - visit.before, end + visit.after
         # One patient's reservations run one at a time, so the hold limit cannot be raced past.
         # FOR NO KEY UPDATE: it serialises this patient's reservations but, unlike FOR UPDATE,
         # not the foreign-key checks of rows referencing the patient (a keyed confirm's
         # idempotency record), which would otherwise deadlock with it.
         self.session.execute(select(User.id).where(User.id == patient.id).with_for_update(key_share=True))
+        # Lazy expiry: stale holds in this provider's kept-free range or this patient's
+        # range stop counting now, in this transaction, so correctness never waits for the
+        # sweeper.
+        self.session.execute(
+            update(Appointment)
+            .where(
+                or_(
+                    and_(
+                        Appointment.provider_id == provider_id,
+                        Appointment.busy_start > busy_start - MAX_BUSY_SPAN,
+                        Appointment.busy_start < busy_end,
+                        Appointment.busy_end > busy_start,
+                    ),
+                    and_(
+                        Appointment.patient_id == patient.id,
+                        Appointment.start_time > start - MAX_BUSY_SPAN,
+                        Appointment.start_time < end,
+                        Appointment.end_time > start,
+                    ),
+                ),
+                Appointment.status == "reserved",
+                Appointment.expires_at <= self.now,
+            )
+            .values(status="expired", updated_at=self.now)
+        )
+        zone = ZoneInfo(provider.timezone)
+        local_day = start.astimezone(zone).date()
+        days = days_spanned(busy_start, busy_end)
+        if rules.daily_cap is not None:
+            # The day rows are locked (and bumped) first: reservations of this provider's
+            # days then run one at a time, so the cap cannot be raced past.
+            bump_slot_days(self.session, provider_id, days)
+            if self._booked_on(provider_id, zone, local_day) >= rules.daily_cap:
+                raise Conflict(
+                    f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
+                    code="daily_limit_reached",
+                )
+        availability = schedule.load_availability(provider_id, local_day, local_day)
+        offered = frozenset(slot for slot, _ in generate_slots(availability, zone, local_day, local_day))
+        if not visit_fits(offered, start, visit, zone):
+            raise Conflict("the provider does not offer this slot", code="slot_unavailable")
         active_holds = self.session.scalar(
             select(func.count()).where(
                 Appointment.patient_id == patient.id,
@@ -98,25 +144,14 @@ class BookingService:
                 f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
                 code="too_many_holds",
             )
-        # Lazy expiry: stale holds on this provider's or this patient's range stop counting
-        # now, in this transaction, so correctness never waits for the sweeper.
-        self.session.execute(
-            update(Appointment)
-            .where(
-                or_(Appointment.provider_id == provider_id, Appointment.patient_id == patient.id),
-                Appointment.status == "reserved",
-                Appointment.expires_at <= self.now,
-                Appointment.start_time > start - SLOT,
-                Appointment.start_time < end,
-                Appointment.end_time > start,
-            )
-            .values(status="expired", updated_at=self.now)
-        )
         appointment = Appointment(
             provider_id=provider_id,
             patient_id=patient.id,
+            visit_type_id=visit_type.id,
             start_time=start,
             end_time=end,
+            busy_start=busy_start,
+            busy_end=busy_end,
             status="reserved",
             expires_at=self.now + self.policy.hold_ttl,
             created_at=self.now,
@@ -132,8 +167,28 @@ class BookingService:
             if sqlstate(error) == "23P01":
                 raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
             raise
-        bump_slot_days(self.session, provider_id, days_around(start))
+        if rules.daily_cap is None:
+            bump_slot_days(self.session, provider_id, days)
         return appointment
+
+    def _booked_on(self, provider_id: int, zone: ZoneInfo, day: date) -> int:
+        """Active appointments of the provider starting on that provider-local day."""
+        start = datetime.combine(day, time.min, zone)
+        end = datetime.combine(day + timedelta(days=1), time.min, zone)
+        return int(
+            self.session.scalar(
+                select(func.count()).where(
+                    Appointment.provider_id == provider_id,
+                    Appointment.start_time >= start,
+                    Appointment.start_time < end,
+                    or_(
+                        Appointment.status == "confirmed",
+                        and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+                    ),
+                )
+            )
+            or 0
+        )
 
     # --- confirm / cancel ----------------------------------------------------------
 
@@ -153,7 +208,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if confirmed is not None:
-            bump_slot_days(self.session, confirmed.provider_id, days_around(confirmed.start_time))
+            bump_slot_days(self.session, confirmed.provider_id, days_spanned(confirmed.busy_start, confirmed.busy_end))
             return confirmed
         existing = self._own(appointment_id, patient_id=patient.id)
         status = effective_status(existing, self.now)
@@ -179,7 +234,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if cancelled is not None:
-            bump_slot_days(self.session, cancelled.provider_id, days_around(cancelled.start_time))
+            bump_slot_days(self.session, cancelled.provider_id, days_spanned(cancelled.busy_start, cancelled.busy_end))
             return cancelled
         existing = self.session.scalars(select(Appointment).where(Appointment.id == appointment_id, party)).first()
         if existing is None:
@@ -251,6 +306,7 @@ def appointment_view(appointment: Appointment, now: datetime) -> dict[str, Any]:
         "slot_id": appointment.id,
         "provider_id": appointment.provider_id,
         "patient_id": appointment.patient_id,
+        "visit_type_id": appointment.visit_type_id,
         "start_time": appointment.start_time,
         "end_time": appointment.end_time,
         "status": effective_status(appointment, now),

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from reservations.adapters.db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User
+from reservations.adapters.db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User, VisitType
 from reservations.domain.accounts import validate_timezone
 from reservations.domain.availability import (
     MAX_RANGE_DAYS,
@@ -28,6 +28,15 @@ from reservations.domain.availability import (
     parse_window,
 )
 from reservations.domain.errors import Forbidden, NotFound, Unprocessable
+from reservations.domain.policy import (
+    DEFAULT_VISIT,
+    MAX_BUFFER,
+    MAX_BUSY_SPAN,
+    BookingPolicy,
+    ProviderRules,
+    VisitSpec,
+    rules_for,
+)
 
 ACTIVE_STATUSES = ("reserved", "confirmed")
 MAX_LISTING_DAYS = 31
@@ -42,32 +51,62 @@ SLOT_LENGTH = timedelta(minutes=SLOT_MINUTES)
 
 
 @dataclass(frozen=True)
-class BookingPolicy:
-    min_notice: timedelta
-    horizon: timedelta
-    hold_ttl: timedelta
-    max_active_holds: int
+class Busy:
+    """An active appointment's kept-free range (buffers included): ``until`` is when a
+    hold runs out (None for a confirmed booking); ``on_day`` says the appointment starts
+    on the cached day, so it counts towards that day's cap."""
+
+    start: datetime
+    end: datetime
+    until: datetime | None
+    on_day: bool
+
+    def active(self, now: datetime) -> bool:
+        return self.until is None or self.until > now
 
 
 @dataclass(frozen=True)
 class DaySlots:
-    """One provider-local day: every offered slot start, and the starts that are taken
-    with the instant each taking ends (None for confirmed bookings). Free-ness at a given
-    instant is derived on read, so a cached day stays true while holds expire."""
+    """One provider-local day: every offered 15-minute slot start, and the busy ranges
+    near it. Free starts for any visit type are derived on read, at a given instant, so
+    one cached day serves every visit type and stays true while holds expire."""
 
     day: date
     starts: tuple[datetime, ...]
-    taken_until: dict[datetime, datetime | None]
+    busy: tuple[Busy, ...] = ()
 
-    def free_starts(self, now: datetime) -> list[datetime]:
-        free = []
-        for start in self.starts:
-            if start in self.taken_until:
-                until = self.taken_until[start]
-                if until is None or until > now:
-                    continue
-            free.append(start)
-        return free
+    def booked(self, now: datetime) -> int:
+        """Active appointments starting on this day (what a daily cap counts)."""
+        return sum(1 for entry in self.busy if entry.on_day and entry.active(now))
+
+    def free_starts(
+        self, now: datetime, visit: VisitSpec = DEFAULT_VISIT, zone: ZoneInfo | None = None
+    ) -> list[datetime]:
+        busy = [(entry.start, entry.end) for entry in self.busy if entry.active(now)]
+        offered = frozenset(self.starts)
+        return [
+            start
+            for start in self.starts
+            if visit_fits(offered, start, visit, zone)
+            and not any(
+                begin < start + visit.duration + visit.after and end > start - visit.before for begin, end in busy
+            )
+        ]
+
+
+def visit_fits(offered: frozenset[datetime], start: datetime, visit: VisitSpec, zone: ZoneInfo | None) -> bool:
+    """Whether a visit starting at ``start`` lies wholly inside the offered slots: every
+    15-minute slot it covers is offered, and no DST change falls inside it (so a visit
+    never straddles a skipped hour, whose neighbours are adjacent in UTC)."""
+    if start not in offered:
+        return False
+    last = start + visit.duration - SLOT_LENGTH
+    if any(start + k * SLOT_LENGTH not in offered for k in range(1, visit.slots)):
+        return False
+    return zone is None or visit.slots == 1 or start.astimezone(zone).utcoffset() == last.astimezone(zone).utcoffset()
+
+
+DayRequest = tuple[Sequence[date], Mapping[date, str]]
 
 
 class DayStore(Protocol):
@@ -85,6 +124,15 @@ class NoStore:
 
     def put_days(self, provider_id: int, days: Sequence[DaySlots], tags: Mapping[date, str]) -> None:
         return None
+
+
+def get_many(store: DayStore, requests: Mapping[int, DayRequest]) -> dict[int, dict[date, DaySlots]]:
+    """Days of several providers: in one round trip when the store can, else one each."""
+    batched = getattr(store, "get_many", None)
+    if batched is not None:
+        found: dict[int, dict[date, DaySlots]] = batched(requests)
+        return found
+    return {provider_id: store.get_days(provider_id, days, tags) for provider_id, (days, tags) in requests.items()}
 
 
 _BUMP_SLOT_DAYS = text(
@@ -109,8 +157,15 @@ def bump_slot_days(session: Session, provider_id: int, days: Iterable[date]) -> 
 def days_around(instant: datetime) -> list[date]:
     """The provider-local days an instant can fall on, whatever the provider's time zone:
     UTC offsets stay within a day, so the UTC date and its neighbours cover every zone."""
-    utc_day = instant.astimezone(UTC).date()
-    return [utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1)]
+    return days_spanned(instant, instant)
+
+
+def days_spanned(start: datetime, end: datetime) -> list[date]:
+    """The provider-local days a range (an appointment's kept-free range) can touch, in
+    any time zone: its UTC dates and one day either side."""
+    first = start.astimezone(UTC).date() - timedelta(days=1)
+    last = end.astimezone(UTC).date() + timedelta(days=1)
+    return local_day_range(first, last)
 
 
 def day_tags(session: Session, provider: User, days: Sequence[date]) -> dict[date, str]:
@@ -125,7 +180,36 @@ def day_tags(session: Session, provider: User, days: Sequence[date]) -> dict[dat
         )
     )
     versions = {day: version for day, version in rows}
-    return {day: f"{provider.slots_version}:{versions.get(day, 0)}" for day in days}
+    return {day: _tag(provider, versions.get(day, 0)) for day in days}
+
+
+def day_tags_many(session: Session, wanted: Mapping[User, Sequence[date]]) -> dict[int, dict[date, str]]:
+    """`day_tags` of several providers in one query."""
+    wanted = {provider: days for provider, days in wanted.items() if days}
+    if not wanted:
+        return {}
+    first = min(min(days) for days in wanted.values())
+    last = max(max(days) for days in wanted.values())
+    rows = session.execute(
+        select(SlotDayVersion.provider_id, SlotDayVersion.day, SlotDayVersion.version).where(
+            SlotDayVersion.provider_id.in_([provider.id for provider in wanted]),
+            SlotDayVersion.day.between(first, last),
+        )
+    )
+    versions = {(provider_id, day): version for provider_id, day, version in rows}
+    return {
+        provider.id: {day: _tag(provider, versions.get((provider.id, day), 0)) for day in days}
+        for provider, days in wanted.items()
+    }
+
+
+# The cached value's format is part of its tag: values written in an older format (one
+# visit type, no busy ranges) are misses, never misread.
+CACHE_FORMAT = "2"
+
+
+def _tag(provider: User, day_version: int) -> str:
+    return f"{CACHE_FORMAT}:{provider.slots_version}:{day_version}"
 
 
 @dataclass(frozen=True)
@@ -202,9 +286,18 @@ class PostResult:
 @dataclass(frozen=True)
 class SlotListing:
     provider_id: int
+    visit_type_id: int
     slots: list[Slot]
     days_from_store: int
     days_total: int
+
+
+@dataclass(frozen=True)
+class OfferedSlot:
+    provider_id: int
+    visit_type_id: int
+    start_time: datetime
+    end_time: datetime
 
 
 def check_listing_range(first: date, last: date) -> None:
@@ -375,18 +468,20 @@ class ProviderSchedule:
             return PostResult(0, [], posted.touched)
         zone = ZoneInfo(provider.timezone)
         first, last = min(posted.touched), max(posted.touched)
-        offered: set[datetime] = set()
+        offered_slots: set[datetime] = set()
         for run_first, run_last in _contiguous_runs(posted.touched):
-            offered.update(
+            offered_slots.update(
                 start
                 for start, _ in generate_slots(merged, zone, run_first, run_last)
                 if _local_day(start, zone) in posted.touched
             )
-        slot_count = sum(1 for start in offered if start > self.now)
+        slot_count = sum(1 for start in offered_slots if start > self.now)
+        offered = frozenset(offered_slots)
         conflicts = [
             appointment
             for appointment in self._active_appointments(provider_id, *self._utc_bounds(zone, first, last))
-            if _local_day(appointment.start_time, zone) in posted.touched and appointment.start_time not in offered
+            if _local_day(appointment.start_time, zone) in posted.touched
+            and not visit_fits(offered, appointment.start_time, _spec_of(appointment), zone)
         ]
         return PostResult(slot_count, conflicts, posted.touched)
 
@@ -403,17 +498,30 @@ class ProviderSchedule:
         ).all()
 
     def _active_between(self, provider_id: int, start: datetime, end: datetime) -> ColumnElement[bool]:
+        """Active appointments starting in [start, end)."""
         return and_(
             Appointment.provider_id == provider_id,
-            # Appointments are one slot long, so this lower bound keeps the index scan to
-            # the window instead of the provider's whole history.
-            Appointment.start_time > start - SLOT_LENGTH,
+            Appointment.start_time >= start,
             Appointment.start_time < end,
-            Appointment.end_time > start,
-            or_(
-                Appointment.status == "confirmed",
-                and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
-            ),
+            self._active(),
+        )
+
+    def _active(self) -> ColumnElement[bool]:
+        return or_(
+            Appointment.status == "confirmed",
+            and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+        )
+
+    def _busy_between(self, provider_id: int, start: datetime, end: datetime) -> ColumnElement[bool]:
+        """Active appointments whose kept-free range overlaps [start, end)."""
+        return and_(
+            Appointment.provider_id == provider_id,
+            # No kept-free range is longer than MAX_BUSY_SPAN, so this lower bound keeps
+            # the index scan to the window instead of the provider's whole history.
+            Appointment.busy_start > start - MAX_BUSY_SPAN,
+            Appointment.busy_start < end,
+            Appointment.busy_end > start,
+            self._active(),
         )
 
     def compute_days(self, provider: User, days: Sequence[date]) -> list[DaySlots]:
@@ -434,20 +542,83 @@ class ProviderSchedule:
             local = _local_day(start, zone)
             if local in by_day:
                 by_day[local].append(start)
-        taken: dict[date, dict[datetime, datetime | None]] = {day: {} for day in days}
+        # A visit starting on a day ends within it and keeps at most MAX_BUFFER free on
+        # either side, so only busy ranges reaching that far into the day matter.
+        low, high = self._utc_bounds(zone, first, last)
         rows = self.session.execute(
-            select(Appointment.start_time, Appointment.status, Appointment.expires_at).where(
-                self._active_between(provider.id, *self._utc_bounds(zone, first, last))
-            )
+            select(
+                Appointment.start_time,
+                Appointment.busy_start,
+                Appointment.busy_end,
+                Appointment.status,
+                Appointment.expires_at,
+            ).where(self._busy_between(provider.id, low - MAX_BUFFER, high + MAX_BUFFER))
         )
-        for start_time, status, expires_at in rows:
-            local = _local_day(start_time, zone)
-            if local in taken:
-                taken[local][start_time] = None if status == "confirmed" else expires_at
-        return [DaySlots(day, tuple(by_day[day]), taken[day]) for day in days]
+        busy: dict[date, list[Busy]] = {day: [] for day in days}
+        for start_time, busy_start, busy_end, status, expires_at in rows:
+            until = None if status == "confirmed" else expires_at
+            own_day = _local_day(start_time, zone)
+            for day in days:
+                day_low, day_high = self._utc_bounds(zone, day, day)
+                if busy_start < day_high + MAX_BUFFER and busy_end > day_low - MAX_BUFFER:
+                    busy[day].append(Busy(busy_start, busy_end, until, own_day == day))
+        return [DaySlots(day, tuple(by_day[day]), tuple(sorted(busy[day], key=_busy_order))) for day in days]
 
-    def free_slots(self, provider_id: int, first: date | None, last: date | None) -> SlotListing:
+    def visit_type(self, provider_id: int, visit_type_id: int | None) -> VisitType:
+        """The provider's active visit type with that id, or its default type."""
+        query = select(VisitType).where(VisitType.provider_id == provider_id, VisitType.active)
+        if visit_type_id is None:
+            query = query.where(VisitType.is_default)
+        else:
+            query = query.where(VisitType.id == visit_type_id)
+        found = self.session.scalars(query).first()
+        if found is None:
+            raise NotFound(
+                f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
+                code="visit_type_not_found",
+            )
+        return found
+
+    def rules(self, provider: User) -> ProviderRules:
+        return rules_for(provider, self.policy)
+
+    def _days(
+        self, provider: User, days: Sequence[date], tags: Mapping[date, str], cached: Mapping[date, DaySlots]
+    ) -> tuple[dict[date, DaySlots], int]:
+        """Every day asked for: from the store where its value is current, else computed
+        (and written back)."""
+        missing = [day for day in days if day not in cached]
+        computed = self.compute_days(provider, missing)
+        if computed:
+            self.store.put_days(provider.id, computed, tags)
+        return {**cached, **{d.day: d for d in computed}}, len(days) - len(missing)
+
+    def _offered(
+        self, provider: User, visit_type: VisitType, days: Sequence[date], all_days: Mapping[date, DaySlots]
+    ) -> list[Slot]:
+        """Free starts of a visit type on those days, under the provider's rules now."""
+        rules = self.rules(provider)
+        zone = ZoneInfo(provider.timezone)
+        visit = VisitSpec.of(visit_type)
+        earliest = self.now + rules.min_notice
+        latest = self.now + rules.horizon
+        slots: list[Slot] = []
+        for day in days:
+            plan = all_days[day]
+            if rules.daily_cap is not None and plan.booked(self.now) >= rules.daily_cap:
+                continue  # a day at its cap offers nothing
+            slots.extend(
+                (start, start + visit.duration)
+                for start in plan.free_starts(self.now, visit, zone)
+                if earliest <= start <= latest
+            )
+        return slots
+
+    def free_slots(
+        self, provider_id: int, first: date | None, last: date | None, visit_type_id: int | None = None
+    ) -> SlotListing:
         provider = self.provider(provider_id)
+        visit_type = self.visit_type(provider_id, visit_type_id)
         zone = ZoneInfo(provider.timezone)
         first, last = default_range(first, last, self.now.astimezone(zone).date())
         days = local_day_range(first, last)
@@ -455,22 +626,65 @@ class ProviderSchedule:
         # commits in between is then in the computed data but not in its tag, which only
         # causes a later miss, never a stale hit.
         tags = day_tags(self.session, provider, days)
-        cached = self.store.get_days(provider_id, days, tags)
-        missing = [day for day in days if day not in cached]
-        computed = self.compute_days(provider, missing)
-        if computed:
-            self.store.put_days(provider_id, computed, tags)
-        all_days = {**cached, **{d.day: d for d in computed}}
-        earliest = self.now + self.policy.min_notice
-        latest = self.now + self.policy.horizon
-        step = timedelta(minutes=SLOT_MINUTES)
-        slots = [
-            (start, start + step)
-            for day in days
-            for start in all_days[day].free_starts(self.now)
-            if earliest <= start <= latest
-        ]
-        return SlotListing(provider_id, slots, days_from_store=len(cached), days_total=len(days))
+        all_days, from_store = self._days(provider, days, tags, self.store.get_days(provider_id, days, tags))
+        slots = self._offered(provider, visit_type, days, all_days)
+        return SlotListing(provider_id, visit_type.id, slots, days_from_store=from_store, days_total=len(days))
+
+    def search_availability(
+        self,
+        providers: Sequence[User],
+        first: date,
+        last: date,
+        *,
+        duration_minutes: int | None,
+        limit: int,
+    ) -> list[OfferedSlot]:
+        """Free slots of several providers (provider-local days first..last), earliest
+        first: per provider its default visit type, or every active type of that duration.
+        Versions of all providers come in one query and cached days in one round trip."""
+        if not providers:
+            return []
+        query = select(VisitType).where(VisitType.provider_id.in_([p.id for p in providers]), VisitType.active)
+        if duration_minutes is None:
+            query = query.where(VisitType.is_default)
+        else:
+            query = query.where(VisitType.duration_minutes == duration_minutes)
+        types: dict[int, list[VisitType]] = {}
+        for visit_type in self.session.scalars(query.order_by(VisitType.id)):
+            types.setdefault(visit_type.provider_id, []).append(visit_type)
+        wanted = {provider: local_day_range(first, last) for provider in providers if provider.id in types}
+        tags = day_tags_many(self.session, wanted)
+        cached = get_many(self.store, {p.id: (days, tags[p.id]) for p, days in wanted.items()})
+        found: list[OfferedSlot] = []
+        for provider, days in wanted.items():
+            all_days, _ = self._days(provider, days, tags[provider.id], cached.get(provider.id, {}))
+            for visit_type in types[provider.id]:
+                found.extend(
+                    OfferedSlot(provider.id, visit_type.id, start, end)
+                    for start, end in self._offered(provider, visit_type, days, all_days)
+                )
+        found.sort(key=lambda slot: (slot.start_time, slot.provider_id, slot.visit_type_id))
+        return found[:limit]
+
+    def next_available(self, provider_id: int, visit_type_id: int | None) -> OfferedSlot | None:
+        """The earliest bookable slot within the provider's horizon, a week of days at a
+        time through the cache, stopping at the first week that has one."""
+        provider = self.provider(provider_id)
+        visit_type = self.visit_type(provider_id, visit_type_id)
+        rules = self.rules(provider)
+        zone = ZoneInfo(provider.timezone)
+        day = (self.now + rules.min_notice).astimezone(zone).date()
+        last = (self.now + rules.horizon).astimezone(zone).date()
+        while day <= last:
+            days = local_day_range(day, min(day + timedelta(days=6), last))
+            tags = day_tags(self.session, provider, days)
+            all_days, _ = self._days(provider, days, tags, self.store.get_days(provider_id, days, tags))
+            slots = self._offered(provider, visit_type, days, all_days)
+            if slots:
+                start, end = min(slots)
+                return OfferedSlot(provider_id, visit_type.id, start, end)
+            day = days[-1] + timedelta(days=1)
+        return None
 
     def booked_appointments(
         self, actor: User, provider_id: int, first: date | None, last: date | None
@@ -508,3 +722,16 @@ def _replaced_days(posted: PostedAvailability) -> set[date]:
 
 def _local_day(instant: datetime, zone: ZoneInfo) -> date:
     return instant.astimezone(zone).date()
+
+
+def _busy_order(entry: Busy) -> tuple[datetime, datetime]:
+    return entry.start, entry.end
+
+
+def _spec_of(appointment: Appointment) -> VisitSpec:
+    """The visit an appointment was booked as (its own range and buffers)."""
+    return VisitSpec(
+        appointment.end_time - appointment.start_time,
+        appointment.start_time - appointment.busy_start,
+        appointment.busy_end - appointment.end_time,
+    )

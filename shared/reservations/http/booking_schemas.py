@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from reservations.adapters.db import Appointment
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Unprocessable
 from reservations.domain.scheduling import DatedHours, PostedAvailability, WeeklyHours, parse_posted_availability
+from reservations.http.schemas import DisplayText
 
 MAX_ID = 2**63 - 1
 EntityId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -87,6 +88,7 @@ class AppointmentConflict(AppointmentRef):
     id: int
     slot_id: int
     patient_id: int
+    visit_type_id: int
     status: str
 
 
@@ -126,6 +128,7 @@ class ProviderOut(BaseModel):
 
 class SlotOut(BaseModel):
     provider_id: int
+    visit_type_id: int
     start_time: dt.datetime
     end_time: dt.datetime
     status: Literal["available"] = "available"
@@ -136,6 +139,7 @@ class AppointmentOut(BaseModel):
     slot_id: int
     provider_id: int
     patient_id: int
+    visit_type_id: int
     start_time: dt.datetime
     end_time: dt.datetime
     status: Literal["reserved", "confirmed", "cancelled", "expired"]
@@ -149,6 +153,7 @@ class BookedAppointmentOut(AppointmentOut):
 class ReserveIn(BaseModel):
     provider_id: EntityId
     start_time: dt.datetime
+    visit_type_id: EntityId | None = Field(default=None, description="default: the provider's default visit type")
 
 
 class SlotRef(BaseModel):
@@ -157,3 +162,140 @@ class SlotRef(BaseModel):
 
 def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOut:
     return AppointmentOut.model_validate(appointment_view(appointment, now))
+
+
+# --- provider profiles, rules, visit types, directory, search -----------------------------
+
+
+def _text_block(value: str) -> str:
+    if any((ord(character) < 32 and character not in "\n\t") or ord(character) == 127 for character in value):
+        raise ValueError("must not contain control characters other than line breaks and tabs")
+    return value
+
+
+TextBlock = Annotated[str, AfterValidator(_text_block)]
+Minutes15 = Annotated[int, Field(ge=15, le=480, multiple_of=15)]
+BufferMinutes = Annotated[int, Field(ge=0, le=240, multiple_of=5)]
+
+
+class RulesIn(BaseModel):
+    """A merge: fields named replace the stored ones, null restores the default (for the
+    cap: no cap), fields left out stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_notice_hours: float | None = Field(default=None, ge=0, le=720)
+    horizon_days: int | None = Field(default=None, ge=1, le=730)
+    cancellation_notice_hours: float | None = Field(default=None, ge=0, le=720)
+    max_appointments_per_day: int | None = Field(default=None, ge=1, le=200)
+
+
+class RulesOut(BaseModel):
+    min_notice_hours: float
+    horizon_days: int
+    cancellation_notice_hours: float
+    max_appointments_per_day: int | None
+
+
+class ProviderPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DisplayText | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    specialty: DisplayText | None = Field(default=None, max_length=80)
+    bio: TextBlock | None = Field(default=None, max_length=2000)
+    rules: RulesIn | None = None
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> ProviderPatch:
+        for field in ("name", "timezone", "rules"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return self.model_dump(exclude_unset=True)
+
+
+class VisitTypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DisplayText = Field(min_length=1, max_length=80)
+    duration_minutes: Minutes15
+    buffer_before_minutes: BufferMinutes = 0
+    buffer_after_minutes: BufferMinutes = 0
+    description: TextBlock | None = Field(default=None, max_length=500)
+
+
+class VisitTypePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DisplayText | None = Field(default=None, min_length=1, max_length=80)
+    duration_minutes: Minutes15 | None = None
+    buffer_before_minutes: BufferMinutes | None = None
+    buffer_after_minutes: BufferMinutes | None = None
+    description: TextBlock | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> VisitTypePatch:
+        for field in ("name", "duration_minutes", "buffer_before_minutes", "buffer_after_minutes"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return self.model_dump(exclude_unset=True)
+
+
+class VisitTypeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    provider_id: int
+    name: str
+    duration_minutes: int
+    buffer_before_minutes: int
+    buffer_after_minutes: int
+    description: str | None
+    active: bool
+
+
+class ProviderProfileOut(BaseModel):
+    id: int
+    name: str
+    email: str | None = Field(default=None, description="only for the provider itself and admins")
+    timezone: str
+    specialty: str | None
+    bio: str | None
+    visit_types: list[VisitTypeOut]
+    rules: RulesOut
+
+
+class VisitTypeSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    duration_minutes: int
+
+
+class DirectoryEntry(BaseModel):
+    id: int
+    name: str
+    specialty: str | None
+    timezone: str
+    visit_types: list[VisitTypeSummary]
+
+
+class DirectoryPageOut(BaseModel):
+    items: list[DirectoryEntry]
+    next_cursor: str | None
+
+
+class OfferedSlotOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    provider_id: int
+    visit_type_id: int
+    start_time: dt.datetime
+    end_time: dt.datetime

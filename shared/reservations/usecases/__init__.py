@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from reservations.adapters.security import PasswordHasher, TokenCodec
     from reservations.config import Settings
     from reservations.domain.accounts import AccountPolicy
-    from reservations.domain.scheduling import BookingPolicy, DayStore
+    from reservations.domain.policy import BookingPolicy
+    from reservations.domain.scheduling import DayStore
 
 
 class Resources(Protocol):

@@ -29,14 +29,23 @@ class BookingUseCases:
         self._resources = resources
 
     def reserve(
-        self, caller: AccessClaims, *, provider_id: int, start_time: datetime, idempotency_key: str | None = None
+        self,
+        caller: AccessClaims,
+        *,
+        provider_id: int,
+        start_time: datetime,
+        visit_type_id: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Replayable:
+        request: dict[str, Any] = {"provider_id": provider_id, "start_time": start_time}
+        if visit_type_id is not None:  # absent from the fingerprint when unnamed, as before
+            request["visit_type_id"] = visit_type_id
         return self._write(
             caller,
             "reserve",
-            {"provider_id": provider_id, "start_time": start_time},
+            request,
             idempotency_key,
-            lambda booking, user: booking.reserve(user, provider_id, start_time),
+            lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id),
         )
 
     def confirm(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:

@@ -20,14 +20,8 @@ from sqlalchemy.orm import Session
 
 from reservations.adapters.db import User
 from reservations.adapters.slot_cache import SlotCache, decode_day, encode_day, parse_key
-from reservations.domain.scheduling import (
-    BookingPolicy,
-    NoStore,
-    ProviderSchedule,
-    bump_slot_days,
-    day_tags,
-    days_around,
-)
+from reservations.domain.policy import BookingPolicy
+from reservations.domain.scheduling import NoStore, ProviderSchedule, bump_slot_days, day_tags, days_spanned
 from reservations.usecases import Resources
 
 EXPIRY_BATCH = 500
@@ -107,14 +101,14 @@ def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = 
                         WHERE status = 'reserved' AND expires_at <= :now
                         ORDER BY id LIMIT :batch
                         FOR UPDATE SKIP LOCKED)
-                    RETURNING provider_id, start_time
+                    RETURNING provider_id, busy_start, busy_end
                     """
                 ),
                 {"now": now, "batch": batch},
             ).all()
             days_by_provider: dict[int, set[date]] = defaultdict(set)
-            for provider_id, start_time in expired:
-                days_by_provider[provider_id].update(days_around(start_time))
+            for provider_id, busy_start, busy_end in expired:
+                days_by_provider[provider_id].update(days_spanned(busy_start, busy_end))
             # Last, and providers in ascending order (days ascending within each): version
             # rows are always locked in one order, after the appointment rows.
             for provider_id in sorted(days_by_provider):

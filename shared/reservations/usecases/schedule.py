@@ -3,18 +3,27 @@ provider list."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from reservations.adapters.db import User
+from reservations.adapters.db import User, VisitType
 from reservations.adapters.security import AccessClaims
 from reservations.domain.accounts import current_user
 from reservations.domain.availability import Availability
 from reservations.domain.booking import appointment_view
-from reservations.domain.errors import Forbidden
-from reservations.domain.scheduling import PostedAvailability, ProviderSchedule, SlotListing
+from reservations.domain.errors import Forbidden, NotFound, Unprocessable
+from reservations.domain.policy import ProviderRules, rules_for
+from reservations.domain.providers import DirectoryPage, ProviderDirectory
+from reservations.domain.scheduling import (
+    EARLIEST_DATE,
+    LATEST_DATE,
+    OfferedSlot,
+    PostedAvailability,
+    ProviderSchedule,
+    SlotListing,
+)
 from reservations.usecases import Resources
 
 
@@ -23,6 +32,18 @@ class AvailabilityUpdate:
     touched_days: int
     slots: int
     conflicts: list[dict[str, Any]]
+
+
+MAX_SEARCH_DAYS = 14
+MAX_SEARCH_PROVIDERS = 50
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    provider: User
+    rules: ProviderRules
+    visit_types: list[VisitType]
+    shows_email: bool
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,98 @@ class ScheduleUseCases:
             provider = schedule.require_owner_or_admin(current_user(session, caller), provider_id)
             return StoredAvailability(provider, schedule.load_availability(provider_id))
 
-    def free_slots(self, caller: AccessClaims, provider_id: int, first: date | None, last: date | None) -> SlotListing:
+    def free_slots(
+        self,
+        caller: AccessClaims,
+        provider_id: int,
+        first: date | None,
+        last: date | None,
+        visit_type_id: int | None = None,
+    ) -> SlotListing:
         with self._resources.unit_of_work() as session:
             current_user(session, caller)
-            return self._schedule(session, cached=True).free_slots(provider_id, first, last)
+            return self._schedule(session, cached=True).free_slots(provider_id, first, last, visit_type_id)
+
+    def search_availability(
+        self,
+        caller: AccessClaims,
+        *,
+        provider_ids: Sequence[int] | None,
+        specialty: str | None,
+        first: date,
+        last: date,
+        duration_minutes: int | None,
+        limit: int,
+    ) -> list[OfferedSlot]:
+        check_search_range(first, last)
+        with self._resources.unit_of_work() as session:
+            current_user(session, caller)
+            directory = ProviderDirectory(session)
+            if provider_ids is not None:
+                providers = directory.with_ids(provider_ids)
+            else:
+                providers = directory.with_specialty(specialty or "", MAX_SEARCH_PROVIDERS)
+            return self._schedule(session, cached=True).search_availability(
+                providers, first, last, duration_minutes=duration_minutes, limit=limit
+            )
+
+    def next_available(self, caller: AccessClaims, provider_id: int, visit_type_id: int | None) -> OfferedSlot:
+        with self._resources.unit_of_work() as session:
+            current_user(session, caller)
+            found = self._schedule(session, cached=True).next_available(provider_id, visit_type_id)
+        if found is None:
+            raise NotFound("no bookable slot within the provider's horizon", code="no_availability")
+        return found
+
+    # --- profiles, rules, visit types, directory ---------------------------------------
+
+    def profile(self, caller: AccessClaims, provider_id: int) -> ProviderProfile:
+        with self._resources.unit_of_work() as session:
+            viewer = current_user(session, caller)
+            directory = ProviderDirectory(session)
+            provider = directory.provider(provider_id)
+            return self._profile(directory, viewer, provider)
+
+    def update_profile(self, caller: AccessClaims, provider_id: int, changes: Mapping[str, Any]) -> ProviderProfile:
+        with self._resources.unit_of_work() as session:
+            viewer = current_user(session, caller)
+            directory = ProviderDirectory(session)
+            provider = directory.update_profile(viewer, provider_id, changes)
+            return self._profile(directory, viewer, provider)
+
+    def _profile(self, directory: ProviderDirectory, viewer: User, provider: User) -> ProviderProfile:
+        return ProviderProfile(
+            provider=provider,
+            rules=rules_for(provider, self._resources.booking_policy),
+            visit_types=directory.visit_types([provider.id])[provider.id],
+            shows_email=viewer.role == "admin" or viewer.id == provider.id,
+        )
+
+    def visit_types(self, caller: AccessClaims, provider_id: int) -> list[VisitType]:
+        with self._resources.unit_of_work() as session:
+            current_user(session, caller)
+            directory = ProviderDirectory(session)
+            directory.provider(provider_id)
+            return directory.visit_types([provider_id])[provider_id]
+
+    def add_visit_type(self, caller: AccessClaims, provider_id: int, fields: Mapping[str, Any]) -> VisitType:
+        with self._resources.unit_of_work() as session:
+            return ProviderDirectory(session).add_visit_type(current_user(session, caller), provider_id, fields)
+
+    def update_visit_type(self, caller: AccessClaims, visit_type_id: int, changes: Mapping[str, Any]) -> VisitType:
+        with self._resources.unit_of_work() as session:
+            return ProviderDirectory(session).update_visit_type(current_user(session, caller), visit_type_id, changes)
+
+    def remove_visit_type(self, caller: AccessClaims, visit_type_id: int) -> None:
+        with self._resources.unit_of_work() as session:
+            ProviderDirectory(session).deactivate_visit_type(current_user(session, caller), visit_type_id)
+
+    def directory(
+        self, caller: AccessClaims, *, q: str | None, specialty: str | None, limit: int, cursor: str | None
+    ) -> DirectoryPage:
+        with self._resources.unit_of_work() as session:
+            current_user(session, caller)
+            return ProviderDirectory(session).search(q=q, specialty=specialty, limit=limit, cursor=cursor)
 
     def booked_appointments(
         self, caller: AccessClaims, provider_id: int, first: date | None, last: date | None
@@ -72,3 +181,13 @@ class ScheduleUseCases:
             schedule = self._schedule(session)
             rows = schedule.booked_appointments(current_user(session, caller), provider_id, first, last)
             return [(appointment_view(a, schedule.now), name) for a, name in rows]
+
+
+def check_search_range(first: date, last: date) -> None:
+    for value in (first, last):
+        if not EARLIEST_DATE <= value <= LATEST_DATE:
+            raise Unprocessable(f"dates must be between {EARLIEST_DATE} and {LATEST_DATE}", code="invalid_date_range")
+    if last < first:
+        raise Unprocessable("end_date must not be before start_date", code="invalid_date_range")
+    if (last - first).days + 1 > MAX_SEARCH_DAYS:
+        raise Unprocessable(f"a search spans at most {MAX_SEARCH_DAYS} days", code="invalid_date_range")

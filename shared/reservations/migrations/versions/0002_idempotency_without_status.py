@@ -1,11 +1,12 @@
-"""Idempotency records no longer store an HTTP status: a replay answers with its
-operation's success status, which the HTTP edge knows. Expand-only, like every
-migration here: the column stays, with a default, so an older release rolled back onto
-this schema still reads and writes it.
+"""Idempotency records stop storing an HTTP status.
 
 Revision ID: 0002
 Revises: 0001
 """
+
+# A replay answers with its operation's success status, which the HTTP edge knows.
+# Expand-only, like every migration here: the column stays, with a default, so an older
+# release rolled back onto this schema still reads and writes it.
 
 from __future__ import annotations
 
