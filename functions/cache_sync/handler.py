@@ -20,6 +20,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(trigger=event.get("detail-type", "manual"), event_time=event.get("time"))
     summary = container.housekeeping.sync_pass()
     metrics.add_metric(name="ExpiredHolds", unit=MetricUnit.Count, value=summary.expired_holds)
+    metrics.add_metric(name="Expiries", unit=MetricUnit.Count, value=summary.expired_holds)
     metrics.add_metric(name="CacheKeysChecked", unit=MetricUnit.Count, value=summary.keys_checked)
     metrics.add_metric(name="CacheKeysRepaired", unit=MetricUnit.Count, value=summary.keys_repaired)
     metrics.add_metric(name="SyncDuration", unit=MetricUnit.Milliseconds, value=summary.duration_ms)

@@ -118,15 +118,13 @@ async def time_slots(
     # validation pass over every slot; async because, under Mangum, nothing else shares
     # this invocation's event loop (a sync endpoint would pay a thread hop).
     listing = schedule.free_slots(caller, provider_id, start_date, end_date, visit_type_id)
-    if listing.days_from_store == listing.days_total:
-        cache = "hit"
-    else:
-        cache = "miss" if listing.days_from_store == 0 else "partial"
     slots = [
         SlotOut(provider_id=provider_id, visit_type_id=listing.visit_type_id, start_time=start, end_time=end)
         for start, end in listing.slots
     ]
-    return Response(SLOT_LIST.dump_json(slots), media_type="application/json", headers={"X-Cache": cache})
+    return Response(
+        SLOT_LIST.dump_json(slots), media_type="application/json", headers={"X-Cache": listing.cache_outcome}
+    )
 
 
 @app.get("/providers/{provider_id}/next-available", response_model=OfferedSlotOut)

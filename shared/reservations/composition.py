@@ -145,6 +145,13 @@ class Container:
             namespace=self.settings.powertools_metrics_namespace, service=self.settings.powertools_service_name
         )
 
+    def count(self, name: str, value: float = 1) -> None:
+        """A business metric (EMF, flushed by the handler's Powertools wrapper); its only
+        dimension is the service, never a user or provider id."""
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.metrics().add_metric(name=name, unit=MetricUnit.Count, value=value)
+
     def _redis_outage(self, error: BaseException) -> None:
         """Once per circuit period: one warning and one metric, not one per request."""
         from aws_lambda_powertools.metrics import MetricUnit

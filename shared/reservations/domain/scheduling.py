@@ -291,6 +291,13 @@ class SlotListing:
     days_from_store: int
     days_total: int
 
+    @property
+    def cache_outcome(self) -> str:
+        """``hit`` when every day came from the store, ``miss`` when none did."""
+        if self.days_from_store == self.days_total:
+            return "hit"
+        return "miss" if self.days_from_store == 0 else "partial"
+
 
 @dataclass(frozen=True)
 class OfferedSlot:

@@ -22,6 +22,8 @@ from reservations.domain.booking import (
 from reservations.usecases import Resources
 
 Action = Callable[[BookingService, User], Appointment]
+# Business metrics, one per committed (not replayed) write.
+METRIC_OF = {"reserve": "Reservations", "confirm": "Confirmations", "cancel": "Cancellations"}
 
 
 class BookingUseCases:
@@ -77,6 +79,7 @@ class BookingUseCases:
             result = appointment_view(action(self._service(session, now), user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
+        self._resources.count(METRIC_OF[operation])
         return Replayable(result)
 
     def _service(self, session: Session, now: datetime) -> BookingService:

@@ -35,6 +35,7 @@ class AvailabilityUpdate:
 
 
 MAX_SEARCH_DAYS = 14
+CACHE_METRICS = {"hit": "CacheHits", "miss": "CacheMisses", "partial": "CachePartials"}
 MAX_SEARCH_PROVIDERS = 50
 
 
@@ -91,7 +92,9 @@ class ScheduleUseCases:
     ) -> SlotListing:
         with self._resources.unit_of_work() as session:
             current_user(session, caller)
-            return self._schedule(session, cached=True).free_slots(provider_id, first, last, visit_type_id)
+            listing = self._schedule(session, cached=True).free_slots(provider_id, first, last, visit_type_id)
+        self._resources.count(CACHE_METRICS[listing.cache_outcome])
+        return listing
 
     def search_availability(
         self,
