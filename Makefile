@@ -6,8 +6,12 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 3000
 PYTEST_ARGS ?=
+# Headless Chromium for the browser check of /docs (tests/e2e/test_docs_browser.py): Debian's package.
+CHROMIUM := /usr/bin/chromium
+# Where `make client` writes the typed Python client of openapi.json (never committed).
+CLIENT_DIR ?= build/client
 
-.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e infra clean bench
+.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e infra clean bench client chromium
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
@@ -22,7 +26,7 @@ venv: $(STAMP)
 dev: $(STAMP) ## serve the API through the real handlers at http://$(HOST):$(PORT)
 	$(PY) -m reservations_dev dev --host $(HOST) --port $(PORT)
 
-test: $(STAMP) .tools/sam/.installed ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
+test: $(STAMP) .tools/sam/.installed $(CHROMIUM) ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -34,7 +38,7 @@ integration: $(STAMP)
 handlers: $(STAMP)
 	$(PY) -m pytest tests/handlers $(PYTEST_ARGS)
 
-e2e: $(STAMP)
+e2e: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 infra: $(STAMP) .tools/sam/.installed
@@ -65,6 +69,23 @@ sync: $(STAMP) ## one cache/DB sync pass, as the EventBridge schedule runs it
 
 bench: $(STAMP) ## speed figures (tables printed, bench/results.json written)
 	$(PY) -m bench
+
+client: $(STAMP) ## typed Python client of openapi.json: $(CLIENT_DIR)/reservations_client (openapi-python-client)
+	rm -rf "$(CLIENT_DIR)/reservations_client"
+	$(VENV)/bin/openapi-python-client generate --path openapi.json --config scripts/openapi-client.yaml \
+		--meta none --output-path "$(CLIENT_DIR)/reservations_client"
+
+chromium: $(CHROMIUM) ## Debian's chromium for the browser check (apt-get, as root)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt-get) for tests/e2e/test_docs_browser.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+		echo "$(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium' (needed by tests/e2e/test_docs_browser.py)" >&2; \
+		exit 1; \
+	fi
+	@test -x $(CHROMIUM) || { echo "apt-get did not install $(CHROMIUM)" >&2; exit 1; }
 
 # ---------------------------------------------------------------- AWS SAM
 # aws-sam-cli pins boto3, click and pydantic: it gets its own venv under .tools/sam.

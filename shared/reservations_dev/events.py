@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from reservations_dev.template import DEFAULT_ROUTE_KEY, ScheduledFunction
 from starlette.responses import Response
+
+from reservations_dev.template import DEFAULT_ROUTE_KEY, ScheduledFunction
 
 LOCAL_ACCOUNT_ID = "123456789012"
 LOCAL_API_ID = "localapi01"

@@ -28,6 +28,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
+from starlette.types import ASGIApp
+
 from reservations_dev.events import build_event, scheduled_event, to_http_response
 from reservations_dev.harness import close_event_loop, ensure_event_loop, invoke
 from reservations_dev.template import (
@@ -42,11 +48,6 @@ from reservations_dev.template import (
     load_schedules,
     split_path,
 )
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route as StarletteRoute
-from starlette.types import ASGIApp
 
 logger = logging.getLogger("reservations_dev.gateway")  # the gateway's one log channel, also when run as __main__
 

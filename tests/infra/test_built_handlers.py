@@ -184,6 +184,24 @@ def test_docs_function_serves_the_merged_document(invoke: Any, migrated: dict[st
     assert body_of(result) == json.loads((REPO / "openapi.json").read_text())
 
 
+def test_docs_function_serves_swagger_ui_from_its_own_files(invoke: Any, migrated: dict[str, Any]) -> None:
+    def get(path: str) -> dict[str, Any]:
+        event = copy.deepcopy(load_event("docs-openapi.json"))
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["routeKey"] = event["requestContext"]["routeKey"] = f"GET {path}"
+        event["headers"]["accept"] = "*/*"
+        return event
+
+    paths = ["/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/swagger-initializer.js"]
+    invocation = invoke("DocsFunction", *(get(p) for p in paths))
+    for index, path in enumerate(paths):
+        result = invocation.ok(index)
+        assert result["statusCode"] == 200, (path, result)
+        assert "script-src 'self'" in result["headers"]["content-security-policy"], path
+    assert "docs/swagger-ui-bundle.js" in invocation.ok(0)["body"]
+    assert "SwaggerUIBundle" in invocation.ok(1)["body"]
+
+
 def test_cache_sync_function_runs_a_scheduled_pass(invoke: Any, accounts: dict[str, Any]) -> None:
     summary = invoke("CacheSyncFunction", load_event("scheduled.json")).ok()
     assert {"expired_holds", "keys_checked", "keys_repaired"} <= set(summary)

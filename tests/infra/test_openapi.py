@@ -36,4 +36,7 @@ def test_docs_function_serves_the_document_and_swagger_ui() -> None:
     page = docs.get("/docs")
     assert page.status == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "SwaggerUIBundle" in page.body
+    # Swagger UI from this function's own files; the initializer is a file too (the CSP has no 'unsafe-inline').
+    assert 'src="docs/swagger-ui-bundle.js"' in page.body and 'src="docs/swagger-initializer.js"' in page.body
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert "SwaggerUIBundle" in docs.get("/docs/swagger-initializer.js").body

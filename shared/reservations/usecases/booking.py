@@ -22,8 +22,6 @@ from reservations.domain.booking import (
 from reservations.usecases import Resources
 
 Action = Callable[[BookingService, User], Appointment]
-# Business metrics, one per committed (not replayed) write.
-METRIC_OF = {"reserve": "Reservations", "confirm": "Confirmations", "cancel": "Cancellations"}
 
 
 class BookingUseCases:
@@ -48,6 +46,7 @@ class BookingUseCases:
             request,
             idempotency_key,
             lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id),
+            metric="Reservations",
         )
 
     def confirm(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
@@ -57,18 +56,32 @@ class BookingUseCases:
             {"slot_id": slot_id},
             idempotency_key,
             lambda booking, user: booking.confirm(user, slot_id),
+            metric="Confirmations",
         )
 
     def cancel(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
         return self._write(
-            caller, "cancel", {"slot_id": slot_id}, idempotency_key, lambda booking, user: booking.cancel(user, slot_id)
+            caller,
+            "cancel",
+            {"slot_id": slot_id},
+            idempotency_key,
+            lambda booking, user: booking.cancel(user, slot_id),
+            metric="Cancellations",
         )
 
     def _write(
-        self, caller: AccessClaims, operation: str, request: Mapping[str, Any], key: str | None, action: Action
+        self,
+        caller: AccessClaims,
+        operation: str,
+        request: Mapping[str, Any],
+        key: str | None,
+        action: Action,
+        *,
+        metric: str,
     ) -> Replayable:
         """Run ``action`` once per Idempotency-Key, in one transaction committed before
-        the result is returned; a replay returns the first result and changes nothing."""
+        the result is returned; a replay returns the first result and changes nothing.
+        ``metric`` counts committed writes (replays are not counted again)."""
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
             user = current_user(session, caller)
@@ -79,7 +92,7 @@ class BookingUseCases:
             result = appointment_view(action(self._service(session, now), user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
-        self._resources.count(METRIC_OF[operation])
+        self._resources.count(metric)
         return Replayable(result)
 
     def _service(self, session: Session, now: datetime) -> BookingService:

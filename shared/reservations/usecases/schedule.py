@@ -35,7 +35,6 @@ class AvailabilityUpdate:
 
 
 MAX_SEARCH_DAYS = 14
-CACHE_METRICS = {"hit": "CacheHits", "miss": "CacheMisses", "partial": "CachePartials"}
 MAX_SEARCH_PROVIDERS = 50
 
 
@@ -93,7 +92,12 @@ class ScheduleUseCases:
         with self._resources.unit_of_work() as session:
             current_user(session, caller)
             listing = self._schedule(session, cached=True).free_slots(provider_id, first, last, visit_type_id)
-        self._resources.count(CACHE_METRICS[listing.cache_outcome])
+        if listing.cache_outcome == "hit":
+            self._resources.count("CacheHits")
+        elif listing.cache_outcome == "miss":
+            self._resources.count("CacheMisses")
+        else:
+            self._resources.count("CachePartials")
         return listing
 
     def search_availability(
