@@ -12,10 +12,11 @@ Suites (module in bench/):
     throughput    reservations per second of 8 clients, threads and processes (throughput)
     scale         uncached 31-day listing, empty vs 1,000,000 appointments (scale)
     http_load     20 HTTP clients through the local gateway (http_load)
+    search        availability search, next-available, the provider directory at 100,000 (search)
     load          all five booking suites above, warm_latency to http_load
 
 Knobs: BENCH_LOAD_SECONDS (http_load run, default 60), BENCH_SCALE_ROWS (scale, default
-1000000), BENCH_CALLS (cache, default 300), BENCH_RUNS (cold_start rounds, default 5),
+1000000), BENCH_CALLS (cache, default 300; search, 200), BENCH_RUNS (cold_start rounds, default 5),
 BENCH_DATABASE_URL, BENCH_REDIS_URL.
 
 A suite is a module with `run() -> list[dict]` (tables: title, columns, rows, notes).
@@ -47,6 +48,7 @@ SUITES = {
     "throughput": "bench.throughput",
     "scale": "bench.scale",
     "http_load": "bench.http_load",
+    "search": "bench.search",
 }
 # Names that select several suites, and other spellings of one.
 GROUPS = {"load": ("warm_latency", "contention", "throughput", "scale", "http_load")}

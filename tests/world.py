@@ -180,3 +180,41 @@ class SyncWorld:
         self.container.close()
         for module in self.loaded:
             module.container.close()
+
+
+# --- providers' profiles and visit types, over HTTP ------------------------------------------
+
+WEEKDAYS_8_TO_4 = {
+    "general_schedule": {
+        "start_date": "2027-01-04",
+        "end_date": "2027-01-31",
+        "times": [{"days": "M-F", "start": "8am", "end": "4pm"}],
+    }
+}
+
+
+def named_provider(world: World, name: str, *, specialty: str | None = None, timezone: str = "UTC") -> dict[str, Any]:
+    """A provider with this name (and specialty), signed in: the profile plus "token"."""
+    created = http_register(world.auth, "provider", name=name, timezone=timezone)
+    provider = {**created, "token": http_login(world.auth, created)["access_token"]}
+    if specialty is not None:
+        patch_profile(world, provider, provider, specialty=specialty)
+    return provider
+
+
+def patch_profile(world: World, actor: dict[str, Any], provider: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """PATCH /providers/{id} by `actor`, which must succeed: the profile."""
+    response = world.providers.patch(f"/providers/{provider['id']}", json_body=changes, token=actor["token"])
+    assert response.status == 200, response.body
+    result: dict[str, Any] = response.body
+    return result
+
+
+def add_visit_type(world: World, provider: dict[str, Any], name: str, minutes: int, **buffers: int) -> dict[str, Any]:
+    """POST /providers/{id}/visit-types by the provider: the created type. `buffers` are
+    buffer_before_minutes / buffer_after_minutes."""
+    body = {"name": name, "duration_minutes": minutes, **buffers}
+    response = world.providers.post(f"/providers/{provider['id']}/visit-types", json_body=body, token=provider["token"])
+    assert response.status == 201, response.body
+    result: dict[str, Any] = response.body
+    return result
