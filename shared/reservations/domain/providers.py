@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnClause, ColumnElement, func, literal_column, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -17,8 +17,11 @@ from reservations.domain.errors import Conflict, Forbidden, NotFound, Unprocessa
 
 RULE_FIELDS = ("min_notice_hours", "horizon_days", "cancellation_notice_hours", "max_appointments_per_day")
 MAX_CURSOR = 2**63 - 1
-# The same expression as the users_provider_search index (migration 0003), so it is used.
-SEARCH_DOCUMENT = func.to_tsvector("simple", func.coalesce(User.name, "") + " " + func.coalesce(User.specialty, ""))
+# Exactly the expression of the users_provider_search index (migration 0003), spelled with
+# constants rather than bound parameters so the planner always matches it to the index.
+SEARCH_DOCUMENT: ColumnClause[Any] = literal_column(
+    "to_tsvector('simple', coalesce(users.name, '') || ' ' || coalesce(users.specialty, ''))"
+)
 _WORD = re.compile(r"\w+")
 
 
@@ -166,7 +169,16 @@ class ProviderDirectory:
             query_text = search_query(q)
             if query_text is None:
                 return DirectoryPage([], None)
-            conditions.append(SEARCH_DOCUMENT.bool_op("@@")(func.to_tsquery("simple", query_text)))
+            # The matches first, from the full-text index, then ordered: Postgres cannot
+            # estimate a prefix query's selectivity and would otherwise walk the primary
+            # key filtering every row, which reads the whole table for a rare prefix.
+            matches = (
+                select(User.id)
+                .where(User.role == "provider", SEARCH_DOCUMENT.bool_op("@@")(func.to_tsquery("simple", query_text)))
+                .cte("matches")
+                .prefix_with("MATERIALIZED")
+            )
+            conditions.append(User.id.in_(select(matches.c.id)))
         if specialty is not None:
             conditions.append(func.lower(User.specialty) == specialty.lower())
         rows = list(self.session.scalars(select(User).where(*conditions).order_by(User.id).limit(limit + 1)))

@@ -3,6 +3,8 @@ could reserve now, and the provider's booked appointments."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -601,9 +603,15 @@ class ProviderSchedule:
         return {**cached, **{d.day: d for d in computed}}, len(days) - len(missing)
 
     def _offered(
-        self, provider: User, visit_type: VisitType, days: Sequence[date], all_days: Mapping[date, DaySlots]
+        self,
+        provider: User,
+        visit_type: VisitType,
+        days: Sequence[date],
+        all_days: Mapping[date, DaySlots],
+        limit: int | None = None,
     ) -> list[Slot]:
-        """Free starts of a visit type on those days, under the provider's rules now."""
+        """Free starts of a visit type on those days, under the provider's rules now (the
+        first ``limit`` of them, if given)."""
         rules = self.rules(provider)
         zone = ZoneInfo(provider.timezone)
         visit = VisitSpec.of(visit_type)
@@ -619,6 +627,8 @@ class ProviderSchedule:
                 for start in plan.free_starts(self.now, visit, zone)
                 if earliest <= start <= latest
             )
+            if limit is not None and len(slots) >= limit:
+                return slots[:limit]
         return slots
 
     def free_slots(
@@ -662,16 +672,18 @@ class ProviderSchedule:
         wanted = {provider: local_day_range(first, last) for provider in providers if provider.id in types}
         tags = day_tags_many(self.session, wanted)
         cached = get_many(self.store, {p.id: (days, tags[p.id]) for p, days in wanted.items()})
-        found: list[OfferedSlot] = []
+        # Each provider's slots come out in time order and at most `limit` of them can make
+        # the answer, so the lists are cut there and merged, not all built and sorted.
+        streams: list[list[tuple[datetime, int, int, datetime]]] = []
         for provider, days in wanted.items():
             all_days, _ = self._days(provider, days, tags[provider.id], cached.get(provider.id, {}))
-            for visit_type in types[provider.id]:
-                found.extend(
-                    OfferedSlot(provider.id, visit_type.id, start, end)
-                    for start, end in self._offered(provider, visit_type, days, all_days)
-                )
-        found.sort(key=lambda slot: (slot.start_time, slot.provider_id, slot.visit_type_id))
-        return found[:limit]
+            provider_id = provider.id
+            for visit_type in types[provider_id]:
+                type_id = visit_type.id
+                slots = self._offered(provider, visit_type, days, all_days, limit)
+                streams.append([(start, provider_id, type_id, end) for start, end in slots])
+        merged = itertools.islice(heapq.merge(*streams), limit)
+        return [OfferedSlot(provider_id, type_id, start, end) for start, provider_id, type_id, end in merged]
 
     def next_available(self, provider_id: int, visit_type_id: int | None) -> OfferedSlot | None:
         """The earliest bookable slot within the provider's horizon, a week of days at a
