@@ -238,6 +238,26 @@ class Appointment(Base):
     # covers this range, the patient's covers [start_time, end_time).
     busy_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     busy_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancellation_reason: Mapped[str | None] = mapped_column(String(500))
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    rescheduled_from: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    rescheduled_to: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class AppointmentHistory(Base):
+    """One transition of an appointment (creation: from None), append-only."""
+
+    __tablename__ = "appointment_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor_role: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class IdempotencyRecord(Base):

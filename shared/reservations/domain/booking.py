@@ -1,6 +1,7 @@
-"""Reserve, confirm and cancel. Double booking is impossible in Postgres itself: the
-exclusion constraints reject any overlapping active row; this module turns those
-rejections into the right answer and expires stale holds lazily, in the same transaction."""
+"""Reserve, confirm, cancel, reschedule and attendance, each recorded in the history.
+Double booking is impossible in Postgres itself: the exclusion constraints reject any
+overlapping active row; this module turns those rejections into the right answer and
+expires stale holds lazily, in the same transaction."""
 
 from __future__ import annotations
 
@@ -12,12 +13,33 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Select,
+    String,
+    and_,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from reservations.adapters.db import Appointment, IdempotencyRecord, User, sqlstate
+from reservations.adapters.db import (
+    Appointment,
+    AppointmentHistory,
+    IdempotencyRecord,
+    User,
+    VisitType,
+    sqlstate,
+)
 from reservations.domain.availability import generate_slots, slot_on_grid
 from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
 from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, VisitSpec
@@ -31,7 +53,9 @@ from reservations.domain.scheduling import (
 )
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
-STATUSES = ("reserved", "confirmed", "cancelled", "expired")
+STATUSES = ("reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show")
+ATTENDANCE = ("completed", "no_show")
+ATTENDANCE_CHANGE_WINDOW = timedelta(days=7)
 PROVIDER_OVERLAP = "appointments_provider_no_overlap"
 PATIENT_OVERLAP = "appointments_patient_no_overlap"
 
@@ -60,16 +84,78 @@ def effective_status(appointment: Appointment, now: datetime) -> str:
     return appointment.status
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a new appointment goes: the provider, visit type, start and its status."""
+
+    provider: User
+    visit_type: VisitType
+    start: datetime
+    status: str
+    expires_at: datetime | None
+
+
 class BookingService:
-    def __init__(self, session: Session, *, policy: BookingPolicy, now: datetime) -> None:
+    """Every transition of an appointment, each recorded in its history in the same
+    transaction, under the exclusion constraints that make double booking impossible."""
+
+    def __init__(
+        self, session: Session, *, policy: BookingPolicy, now: datetime, request_id: str | None = None
+    ) -> None:
         self.session = session
         self.policy = policy
         self.now = now
+        self.request_id = request_id
 
-    # --- reserve -------------------------------------------------------------------
+    # --- history -------------------------------------------------------------------
+
+    def _record(self, appointment_id: int, from_status: str | None, to_status: str, actor: User | None) -> None:
+        self.session.add(
+            AppointmentHistory(
+                appointment_id=appointment_id,
+                at=self.now,
+                from_status=from_status,
+                to_status=to_status,
+                actor_id=actor.id if actor else None,
+                actor_role=actor.role if actor else "system",
+                request_id=self.request_id,
+            )
+        )
+
+    def _expire_stale_holds(self, where: ColumnElement[bool]) -> None:
+        """Lazy expiry: holds past their deadline that ``where`` selects stop counting now,
+        in this transaction (correctness never waits for the sweeper), each with its
+        history row, in one statement."""
+        expired = (
+            update(Appointment)
+            .where(where, Appointment.status == "reserved", Appointment.expires_at <= self.now)
+            .values(status="expired", updated_at=self.now)
+            .returning(Appointment.id)
+            .cte("expired")
+        )
+        self.session.execute(
+            insert(AppointmentHistory).from_select(
+                ["appointment_id", "at", "from_status", "to_status", "actor_role", "request_id"],
+                select(
+                    expired.c.id,
+                    literal(self.now, DateTime(timezone=True)),
+                    literal("reserved"),
+                    literal("expired"),
+                    literal("system"),
+                    literal(self.request_id, String()),
+                ),
+            )
+        )
+
+    # --- reserve and reschedule ----------------------------------------------------
 
     def reserve(
-        self, patient: User, provider_id: int, start_time: datetime, visit_type_id: int | None = None
+        self,
+        patient: User,
+        provider_id: int,
+        start_time: datetime,
+        visit_type_id: int | None = None,
+        note: str | None = None,
     ) -> Appointment:
         if patient.role != "patient":
             raise Forbidden("only patients can reserve", code="wrong_role")
@@ -77,7 +163,64 @@ class BookingService:
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
         provider = schedule.provider(provider_id, for_share=True)
         visit_type = schedule.visit_type(provider_id, visit_type_id)
-        visit = VisitSpec.of(visit_type)
+        placement = Placement(provider, visit_type, start, "reserved", self.now + self.policy.hold_ttl)
+        appointment = self._place(schedule, patient.id, placement, note=note)
+        self._record(appointment.id, None, "reserved", patient)
+        return appointment
+
+    def reschedule(
+        self, actor: User, appointment_id: int, start_time: datetime, visit_type_id: int | None = None
+    ) -> Appointment:
+        """Move an appointment in one transaction: the old one becomes ``rescheduled``
+        (it stops counting, so the new time may overlap it) and a successor takes its
+        status (a hold keeps its deadline); if the new slot cannot be had, the whole
+        transaction rolls back and nothing changed."""
+        start = grid_start(start_time)
+        old = self._locked_party(actor, appointment_id)
+        if effective_status(old, self.now) not in ("reserved", "confirmed"):
+            raise Conflict("only held or confirmed appointments can be rescheduled", code="not_reschedulable")
+        schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
+        provider = schedule.provider(old.provider_id, for_share=True)
+        self._check_change_allowed(actor, old, provider, schedule)
+        if visit_type_id is not None:
+            visit_type = schedule.visit_type(old.provider_id, visit_type_id)
+        else:  # the appointment keeps its type, even one retired since it was booked
+            visit_type = self.session.get_one(VisitType, old.visit_type_id)
+        previous = old.status
+        old.status = "rescheduled"
+        old.updated_at = self.now
+        self.session.flush()  # the old one stops counting before the new one is checked and inserted
+        placement = Placement(provider, visit_type, start, previous, old.expires_at)
+        successor = self._place(
+            schedule,
+            old.patient_id,
+            placement,
+            note=old.note,
+            moved_from=old.id,
+            also_bump=days_spanned(old.busy_start, old.busy_end),
+        )
+        old.rescheduled_to = successor.id
+        self.session.flush()
+        self._record(old.id, previous, "rescheduled", actor)
+        self._record(successor.id, None, previous, actor)
+        return successor
+
+    def _place(
+        self,
+        schedule: ProviderSchedule,
+        patient_id: int,
+        placement: Placement,
+        *,
+        note: str | None,
+        moved_from: int | None = None,
+        also_bump: Sequence[date] = (),
+    ) -> Appointment:
+        """Check the provider's rules for a new appointment and insert it; the exclusion
+        constraints decide the races. ``also_bump``: the days of the appointment it
+        replaces, bumped in the same statement (day rows are always locked in ascending
+        order, so two moves in opposite directions cannot deadlock)."""
+        provider, start = placement.provider, placement.start
+        visit = VisitSpec.of(placement.visit_type)
         rules = schedule.rules(provider)
         if start < self.now + rules.min_notice:
             hours = rules.min_notice.total_seconds() / 3600
@@ -90,70 +233,64 @@ class BookingService:
         # FOR NO KEY UPDATE: it serialises this patient's reservations but, unlike FOR UPDATE,
         # not the foreign-key checks of rows referencing the patient (a keyed confirm's
         # idempotency record), which would otherwise deadlock with it.
-        self.session.execute(select(User.id).where(User.id == patient.id).with_for_update(key_share=True))
-        # Lazy expiry: stale holds in this provider's kept-free range or this patient's
-        # range stop counting now, in this transaction, so correctness never waits for the
-        # sweeper.
-        self.session.execute(
-            update(Appointment)
-            .where(
-                or_(
-                    and_(
-                        Appointment.provider_id == provider_id,
-                        Appointment.busy_start > busy_start - MAX_BUSY_SPAN,
-                        Appointment.busy_start < busy_end,
-                        Appointment.busy_end > busy_start,
-                    ),
-                    and_(
-                        Appointment.patient_id == patient.id,
-                        Appointment.start_time > start - MAX_BUSY_SPAN,
-                        Appointment.start_time < end,
-                        Appointment.end_time > start,
-                    ),
+        self.session.execute(select(User.id).where(User.id == patient_id).with_for_update(key_share=True))
+        self._expire_stale_holds(
+            or_(
+                and_(
+                    Appointment.provider_id == provider.id,
+                    Appointment.busy_start > busy_start - MAX_BUSY_SPAN,
+                    Appointment.busy_start < busy_end,
+                    Appointment.busy_end > busy_start,
                 ),
-                Appointment.status == "reserved",
-                Appointment.expires_at <= self.now,
+                and_(
+                    Appointment.patient_id == patient_id,
+                    Appointment.start_time > start - MAX_BUSY_SPAN,
+                    Appointment.start_time < end,
+                    Appointment.end_time > start,
+                ),
             )
-            .values(status="expired", updated_at=self.now)
         )
         zone = ZoneInfo(provider.timezone)
         local_day = start.astimezone(zone).date()
-        days = days_spanned(busy_start, busy_end)
+        days = sorted({*days_spanned(busy_start, busy_end), *also_bump})
         if rules.daily_cap is not None:
             # The day rows are locked (and bumped) first: reservations of this provider's
             # days then run one at a time, so the cap cannot be raced past.
-            bump_slot_days(self.session, provider_id, days)
-            if self._booked_on(provider_id, zone, local_day) >= rules.daily_cap:
+            bump_slot_days(self.session, provider.id, days)
+            if self._booked_on(provider.id, zone, local_day) >= rules.daily_cap:
                 raise Conflict(
                     f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
                     code="daily_limit_reached",
                 )
-        availability = schedule.load_availability(provider_id, local_day, local_day)
+        availability = schedule.load_availability(provider.id, local_day, local_day)
         offered = frozenset(slot for slot, _ in generate_slots(availability, zone, local_day, local_day))
         if not visit_fits(offered, start, visit, zone):
             raise Conflict("the provider does not offer this slot", code="slot_unavailable")
-        active_holds = self.session.scalar(
-            select(func.count()).where(
-                Appointment.patient_id == patient.id,
-                Appointment.status == "reserved",
-                Appointment.expires_at > self.now,
+        if placement.status == "reserved":
+            active_holds = self.session.scalar(
+                select(func.count()).where(
+                    Appointment.patient_id == patient_id,
+                    Appointment.status == "reserved",
+                    Appointment.expires_at > self.now,
+                )
             )
-        )
-        if (active_holds or 0) >= self.policy.max_active_holds:
-            raise Conflict(
-                f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
-                code="too_many_holds",
-            )
+            if (active_holds or 0) >= self.policy.max_active_holds:
+                raise Conflict(
+                    f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
+                    code="too_many_holds",
+                )
         appointment = Appointment(
-            provider_id=provider_id,
-            patient_id=patient.id,
-            visit_type_id=visit_type.id,
+            provider_id=provider.id,
+            patient_id=patient_id,
+            visit_type_id=placement.visit_type.id,
             start_time=start,
             end_time=end,
             busy_start=busy_start,
             busy_end=busy_end,
-            status="reserved",
-            expires_at=self.now + self.policy.hold_ttl,
+            status=placement.status,
+            expires_at=placement.expires_at,
+            note=note,
+            rescheduled_from=moved_from,
             created_at=self.now,
             updated_at=self.now,
         )
@@ -166,9 +303,11 @@ class BookingService:
                 raise Conflict("you already have an appointment at this time", code="overlapping_appointment") from None
             if sqlstate(error) == "23P01":
                 raise Conflict("this slot is already held or booked", code="slot_unavailable") from None
+            if sqlstate(error) == "23505":  # appointments_rescheduled_from: moved twice at once
+                raise Conflict("this appointment was rescheduled already", code="not_reschedulable") from None
             raise
         if rules.daily_cap is None:
-            bump_slot_days(self.session, provider_id, days)
+            bump_slot_days(self.session, provider.id, days)
         return appointment
 
     def _booked_on(self, provider_id: int, zone: ZoneInfo, day: date) -> int:
@@ -190,7 +329,7 @@ class BookingService:
             or 0
         )
 
-    # --- confirm / cancel ----------------------------------------------------------
+    # --- confirm / cancel / attendance ---------------------------------------------
 
     def confirm(self, patient: User, appointment_id: int) -> Appointment:
         if patient.role != "patient":
@@ -208,6 +347,7 @@ class BookingService:
             .returning(Appointment)
         ).first()
         if confirmed is not None:
+            self._record(confirmed.id, "reserved", "confirmed", patient)
             bump_slot_days(self.session, confirmed.provider_id, days_spanned(confirmed.busy_start, confirmed.busy_end))
             return confirmed
         existing = self._own(appointment_id, patient_id=patient.id)
@@ -216,32 +356,81 @@ class BookingService:
             return existing
         if status == "cancelled":
             raise Conflict("this appointment was cancelled", code="appointment_cancelled")
+        if status != "expired":
+            raise Conflict(f"this appointment is {status}", code="not_confirmable")
         raise Conflict("the reservation expired before it was confirmed", code="reservation_expired")
 
-    def cancel(self, actor: User, appointment_id: int) -> Appointment:
-        party = or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id)
-        cancelled = self.session.scalars(
-            update(Appointment)
-            .where(
-                Appointment.id == appointment_id,
-                party,
-                or_(
-                    Appointment.status == "confirmed",
-                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
-                ),
-            )
-            .values(status="cancelled", expires_at=None, updated_at=self.now)
-            .returning(Appointment)
-        ).first()
-        if cancelled is not None:
-            bump_slot_days(self.session, cancelled.provider_id, days_spanned(cancelled.busy_start, cancelled.busy_end))
-            return cancelled
-        existing = self.session.scalars(select(Appointment).where(Appointment.id == appointment_id, party)).first()
-        if existing is None:
+    def cancel(self, actor: User, appointment_id: int, reason: str | None = None) -> Appointment:
+        appointment = self._locked_party(actor, appointment_id)
+        status = effective_status(appointment, self.now)
+        if status == "cancelled":
+            return appointment  # as before: cancelling twice answers with it, even inside the window
+        if status == "expired":
+            raise Conflict("the reservation already expired", code="reservation_expired")
+        if status not in ("reserved", "confirmed"):
+            raise Conflict(f"a {status} appointment cannot be cancelled", code="not_cancellable")
+        schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
+        self._check_change_allowed(actor, appointment, schedule.provider(appointment.provider_id), schedule)
+        previous = appointment.status
+        appointment.status = "cancelled"
+        appointment.expires_at = None
+        appointment.updated_at = self.now
+        appointment.cancellation_reason = reason
+        appointment.cancelled_by = actor.role
+        self.session.flush()
+        self._record(appointment.id, previous, "cancelled", actor)
+        bump_slot_days(
+            self.session, appointment.provider_id, days_spanned(appointment.busy_start, appointment.busy_end)
+        )
+        return appointment
+
+    def record_attendance(self, actor: User, appointment_id: int, attendance: str) -> Appointment:
+        """``completed`` or ``no_show``, by its provider or an admin, once a confirmed
+        appointment's start has passed; changeable between the two for 7 days."""
+        if actor.role not in ("provider", "admin"):
+            raise Forbidden("only the provider or an admin records attendance", code="wrong_role")
+        appointment = self._locked_party(actor, appointment_id)
+        if actor.role == "provider" and appointment.provider_id != actor.id:
             raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
-        if existing.status == "cancelled":
-            return existing
-        raise Conflict("the reservation already expired", code="reservation_expired")
+        allowed = appointment.status == "confirmed" or (
+            appointment.status in ATTENDANCE and self.now <= appointment.start_time + ATTENDANCE_CHANGE_WINDOW
+        )
+        if not allowed or appointment.start_time > self.now:
+            raise Conflict(
+                "attendance is recorded for a confirmed appointment whose start has passed "
+                f"(and can be changed for {ATTENDANCE_CHANGE_WINDOW.days} days)",
+                code="attendance_not_allowed",
+            )
+        if appointment.status == attendance:
+            return appointment
+        previous = appointment.status
+        appointment.status = attendance
+        appointment.updated_at = self.now
+        self.session.flush()
+        self._record(appointment.id, previous, attendance, actor)
+        return appointment
+
+    def _check_change_allowed(
+        self, actor: User, appointment: Appointment, provider: User, schedule: ProviderSchedule
+    ) -> None:
+        if appointment.start_time <= self.now:
+            raise Conflict("this appointment's start has passed", code="appointment_in_past")
+        notice = schedule.rules(provider).cancellation_notice
+        if actor.role == "patient" and appointment.start_time - self.now < notice:
+            hours = notice.total_seconds() / 3600
+            raise Conflict(
+                f"changes within {hours:g} hours of the start are made by the provider", code="change_window_closed"
+            )
+
+    def _locked_party(self, actor: User, appointment_id: int) -> Appointment:
+        """The appointment, locked, if the actor is a party to it or an admin (else 404)."""
+        query = select(Appointment).where(Appointment.id == appointment_id)
+        if actor.role != "admin":
+            query = query.where(or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id))
+        found = self.session.scalars(query.with_for_update().execution_options(populate_existing=True)).first()
+        if found is None:
+            raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
+        return found
 
     def _own(self, appointment_id: int, *, patient_id: int) -> Appointment:
         found = self.session.scalars(
@@ -253,24 +442,59 @@ class BookingService:
 
     # --- reading -------------------------------------------------------------------
 
+    def _visible(self, actor: User) -> ColumnElement[bool]:
+        if actor.role == "admin":
+            return true()
+        return or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id)
+
     def get(self, actor: User, appointment_id: int) -> Appointment:
         found = self.session.scalars(
-            select(Appointment).where(
-                Appointment.id == appointment_id,
-                or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id),
-            )
+            select(Appointment).where(Appointment.id == appointment_id, self._visible(actor))
         ).first()
         if found is None:
             raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
         return found
 
+    def history(self, actor: User, appointment_id: int) -> Sequence[AppointmentHistory]:
+        self.get(actor, appointment_id)
+        return self.session.scalars(
+            select(AppointmentHistory)
+            .where(AppointmentHistory.appointment_id == appointment_id)
+            .order_by(AppointmentHistory.id)
+        ).all()
+
     def list_own(
-        self, actor: User, *, status: str | None, first: date | None, last: date | None, limit: int, offset: int
+        self,
+        actor: User,
+        *,
+        status: str | None,
+        first: date | None,
+        last: date | None,
+        limit: int,
+        offset: int,
+        provider_id: int | None = None,
+        patient_id: int | None = None,
     ) -> Sequence[Appointment]:
-        if actor.role not in ("patient", "provider"):
-            raise Forbidden("only patients and providers have appointments", code="wrong_role")
-        owner = Appointment.patient_id if actor.role == "patient" else Appointment.provider_id
-        query = select(Appointment).where(owner == actor.id)
+        """One's own appointments; admins (the desk) see everyone's, filtered by
+        ``provider_id`` and ``patient_id``, which patients and providers may not use."""
+        if actor.role == "admin":
+            query = select(Appointment)
+            if provider_id is not None:
+                query = query.where(Appointment.provider_id == provider_id)
+            if patient_id is not None:
+                query = query.where(Appointment.patient_id == patient_id)
+        else:
+            if provider_id is not None or patient_id is not None:
+                raise Forbidden("only admins filter by provider_id or patient_id", code="admin_required")
+            owner = Appointment.patient_id if actor.role == "patient" else Appointment.provider_id
+            query = select(Appointment).where(owner == actor.id)
+        query = self._within(query, first, last).where(*self._with_status(status))
+        return self.session.scalars(
+            query.order_by(Appointment.start_time, Appointment.id).limit(limit).offset(offset)
+        ).all()
+
+    @staticmethod
+    def _within(query: Select[Appointment], first: date | None, last: date | None) -> Select[Appointment]:
         for value in (first, last):
             if value is not None and not EARLIEST_DATE <= value <= LATEST_DATE:
                 raise Unprocessable(
@@ -282,17 +506,16 @@ class BookingService:
             query = query.where(Appointment.start_time >= datetime.combine(first, time.min, UTC))
         if last:
             query = query.where(Appointment.start_time < datetime.combine(last + timedelta(days=1), time.min, UTC))
-        live_hold = and_(Appointment.status == "reserved", Appointment.expires_at > self.now)
-        stale_hold = and_(Appointment.status == "reserved", Appointment.expires_at <= self.now)
+        return query
+
+    def _with_status(self, status: str | None) -> list[ColumnElement[bool]]:
+        """A hold past its deadline lists as expired, whether or not it was marked so."""
         if status == "reserved":
-            query = query.where(live_hold)
-        elif status == "expired":
-            query = query.where(or_(Appointment.status == "expired", stale_hold))
-        elif status is not None:
-            query = query.where(Appointment.status == status)
-        return self.session.scalars(
-            query.order_by(Appointment.start_time, Appointment.id).limit(limit).offset(offset)
-        ).all()
+            return [Appointment.status == "reserved", Appointment.expires_at > self.now]
+        if status == "expired":
+            stale_hold = and_(Appointment.status == "reserved", Appointment.expires_at <= self.now)
+            return [or_(Appointment.status == "expired", stale_hold)]
+        return [] if status is None else [Appointment.status == status]
 
 
 # --- what clients see --------------------------------------------------------------
@@ -311,6 +534,11 @@ def appointment_view(appointment: Appointment, now: datetime) -> dict[str, Any]:
         "end_time": appointment.end_time,
         "status": effective_status(appointment, now),
         "expires_at": appointment.expires_at,
+        "cancellation_reason": appointment.cancellation_reason,
+        "cancelled_by": appointment.cancelled_by,
+        "rescheduled_from": appointment.rescheduled_from,
+        "rescheduled_to": appointment.rescheduled_to,
+        "note": appointment.note,
     }
 
 

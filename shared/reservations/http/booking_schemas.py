@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from reservations.adapters.db import Appointment
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Unprocessable
 from reservations.domain.scheduling import DatedHours, PostedAvailability, WeeklyHours, parse_posted_availability
-from reservations.http.schemas import DisplayText
+from reservations.http.schemas import DisplayText, IsoDate, StartTime, TextBlock, TimeZoneName
 
-MAX_ID = 2**63 - 1
-EntityId = Annotated[int, Field(ge=1, le=MAX_ID)]
+# The largest id a generator's float arithmetic cannot round past (2**63 - 1 is no double).
+MAX_ID = 2**63 - 1024
+AppointmentStatus = Literal["reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show"]
+# Shown to other people: up to 500 characters, no control characters.
+Note = Annotated[DisplayText, Field(max_length=500)]
+EntityId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 MAX_WINDOWS = 48
 MAX_DATED_ENTRIES = 400
 
@@ -31,13 +36,13 @@ class WeeklyTimes(TimeRange):
 
 
 class GeneralSchedule(BaseModel):
-    start_date: dt.date
-    end_date: dt.date
+    start_date: IsoDate
+    end_date: IsoDate
     times: list[WeeklyTimes] = Field(max_length=MAX_WINDOWS)
 
 
 class DatedTimes(BaseModel):
-    date: dt.date
+    date: IsoDate
     times: list[TimeRange] = Field(max_length=MAX_WINDOWS)
 
 
@@ -47,7 +52,7 @@ class AvailabilityIn(BaseModel):
     general_schedule: GeneralSchedule | None = None
     exceptions: list[DatedTimes] = Field(default_factory=list, max_length=MAX_DATED_ENTRIES)
     manual_appointment_slots: list[DatedTimes] = Field(default_factory=list, max_length=MAX_DATED_ENTRIES)
-    timezone: str | None = Field(default=None, max_length=64)
+    timezone: TimeZoneName | None = None
     _domain: PostedAvailability = PrivateAttr()
 
     @model_validator(mode="after")
@@ -142,8 +147,13 @@ class AppointmentOut(BaseModel):
     visit_type_id: int
     start_time: dt.datetime
     end_time: dt.datetime
-    status: Literal["reserved", "confirmed", "cancelled", "expired"]
+    status: AppointmentStatus
     expires_at: dt.datetime | None
+    cancellation_reason: str | None = None
+    cancelled_by: Literal["patient", "provider", "admin", "system"] | None = None
+    rescheduled_from: int | None = None
+    rescheduled_to: int | None = None
+    note: str | None = None
 
 
 class BookedAppointmentOut(AppointmentOut):
@@ -152,12 +162,36 @@ class BookedAppointmentOut(AppointmentOut):
 
 class ReserveIn(BaseModel):
     provider_id: EntityId
-    start_time: dt.datetime
+    start_time: StartTime
     visit_type_id: EntityId | None = Field(default=None, description="default: the provider's default visit type")
+    note: Note | None = Field(default=None, description="reason for the visit, shown to the patient and the provider")
 
 
 class SlotRef(BaseModel):
     slot_id: EntityId
+
+
+class CancelIn(SlotRef):
+    reason: Note | None = None
+
+
+class RescheduleIn(BaseModel):
+    slot_id: EntityId
+    start_time: StartTime
+    visit_type_id: EntityId | None = Field(default=None, description="default: the appointment's visit type")
+
+
+class AttendanceIn(BaseModel):
+    status: Literal["completed", "no_show"]
+
+
+class HistoryEntryOut(BaseModel):
+    at: dt.datetime
+    from_status: AppointmentStatus | None
+    to_status: AppointmentStatus
+    actor_id: int | None
+    actor_role: Literal["patient", "provider", "admin", "system"]
+    request_id: str | None
 
 
 def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOut:
@@ -167,15 +201,8 @@ def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOu
 # --- provider profiles, rules, visit types, directory, search -----------------------------
 
 
-def _text_block(value: str) -> str:
-    if any((ord(character) < 32 and character not in "\n\t") or ord(character) == 127 for character in value):
-        raise ValueError("must not contain control characters other than line breaks and tabs")
-    return value
-
-
-TextBlock = Annotated[str, AfterValidator(_text_block)]
-Minutes15 = Annotated[int, Field(ge=15, le=480, multiple_of=15)]
-BufferMinutes = Annotated[int, Field(ge=0, le=240, multiple_of=5)]
+Minutes15 = Annotated[int, Field(ge=15, le=480, multiple_of=15, strict=True)]
+BufferMinutes = Annotated[int, Field(ge=0, le=240, multiple_of=5, strict=True)]
 
 
 class RulesIn(BaseModel):
@@ -184,10 +211,10 @@ class RulesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_notice_hours: float | None = Field(default=None, ge=0, le=720)
-    horizon_days: int | None = Field(default=None, ge=1, le=730)
-    cancellation_notice_hours: float | None = Field(default=None, ge=0, le=720)
-    max_appointments_per_day: int | None = Field(default=None, ge=1, le=200)
+    min_notice_hours: float | None = Field(default=None, ge=0, le=720, strict=True)
+    horizon_days: int | None = Field(default=None, ge=1, le=730, strict=True)
+    cancellation_notice_hours: float | None = Field(default=None, ge=0, le=720, strict=True)
+    max_appointments_per_day: int | None = Field(default=None, ge=1, le=200, strict=True)
 
 
 class RulesOut(BaseModel):
@@ -200,11 +227,12 @@ class RulesOut(BaseModel):
 class ProviderPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: DisplayText | None = Field(default=None, min_length=1, max_length=200)
-    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    # Not nullable in the document: null is refused for these (absent leaves them as they are).
+    name: DisplayText | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    timezone: TimeZoneName | SkipJsonSchema[None] = None
     specialty: DisplayText | None = Field(default=None, max_length=80)
     bio: TextBlock | None = Field(default=None, max_length=2000)
-    rules: RulesIn | None = None
+    rules: RulesIn | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _required_stay_set(self) -> ProviderPatch:
@@ -230,10 +258,10 @@ class VisitTypeIn(BaseModel):
 class VisitTypePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: DisplayText | None = Field(default=None, min_length=1, max_length=80)
-    duration_minutes: Minutes15 | None = None
-    buffer_before_minutes: BufferMinutes | None = None
-    buffer_after_minutes: BufferMinutes | None = None
+    name: DisplayText | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=80)
+    duration_minutes: Minutes15 | SkipJsonSchema[None] = None
+    buffer_before_minutes: BufferMinutes | SkipJsonSchema[None] = None
+    buffer_after_minutes: BufferMinutes | SkipJsonSchema[None] = None
     description: TextBlock | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")

@@ -60,3 +60,14 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Replays return the first response"),
 ]
+
+
+async def request_id(request: Request) -> str | None:
+    """API Gateway's request id (``requestContext.requestId``), recorded with each change."""
+    event = request.scope.get("aws.event") or {}
+    context = event.get("requestContext") or {}
+    value = context.get("requestId")
+    return str(value)[:128] if value else None
+
+
+RequestId = Annotated[str | None, Depends(request_id)]

@@ -35,21 +35,32 @@ class BookingUseCases:
         provider_id: int,
         start_time: datetime,
         visit_type_id: int | None = None,
+        note: str | None = None,
         idempotency_key: str | None = None,
+        request_id: str | None = None,
     ) -> Replayable:
         request: dict[str, Any] = {"provider_id": provider_id, "start_time": start_time}
-        if visit_type_id is not None:  # absent from the fingerprint when unnamed, as before
-            request["visit_type_id"] = visit_type_id
+        # Fields a request leaves out stay out of its fingerprint, so keys stored before
+        # they existed still match.
+        request.update(_named(visit_type_id=visit_type_id, note=note))
         return self._write(
             caller,
             "reserve",
             request,
             idempotency_key,
-            lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id),
+            lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id, note),
             metric="Reservations",
+            request_id=request_id,
         )
 
-    def confirm(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
+    def confirm(
+        self,
+        caller: AccessClaims,
+        *,
+        slot_id: int,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> Replayable:
         return self._write(
             caller,
             "confirm",
@@ -57,17 +68,77 @@ class BookingUseCases:
             idempotency_key,
             lambda booking, user: booking.confirm(user, slot_id),
             metric="Confirmations",
+            request_id=request_id,
         )
 
-    def cancel(self, caller: AccessClaims, *, slot_id: int, idempotency_key: str | None = None) -> Replayable:
+    def cancel(
+        self,
+        caller: AccessClaims,
+        *,
+        slot_id: int,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> Replayable:
         return self._write(
             caller,
             "cancel",
-            {"slot_id": slot_id},
+            {"slot_id": slot_id, **_named(reason=reason)},
             idempotency_key,
-            lambda booking, user: booking.cancel(user, slot_id),
+            lambda booking, user: booking.cancel(user, slot_id, reason),
             metric="Cancellations",
+            request_id=request_id,
         )
+
+    def reschedule(
+        self,
+        caller: AccessClaims,
+        *,
+        slot_id: int,
+        start_time: datetime,
+        visit_type_id: int | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> Replayable:
+        return self._write(
+            caller,
+            "reschedule",
+            {"slot_id": slot_id, "start_time": start_time, **_named(visit_type_id=visit_type_id)},
+            idempotency_key,
+            lambda booking, user: booking.reschedule(user, slot_id, start_time, visit_type_id),
+            metric="Reschedules",
+            request_id=request_id,
+        )
+
+    def record_attendance(
+        self, caller: AccessClaims, appointment_id: int, attendance: str, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        now = self._resources.now()
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            appointment = self._service(session, now, request_id).record_attendance(user, appointment_id, attendance)
+            result = appointment_view(appointment, now)
+        if attendance == "no_show":
+            self._resources.count("NoShows")
+        else:
+            self._resources.count("Completions")
+        return result
+
+    def history(self, caller: AccessClaims, appointment_id: int) -> list[dict[str, Any]]:
+        now = self._resources.now()
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            return [
+                {
+                    "at": entry.at,
+                    "from_status": entry.from_status,
+                    "to_status": entry.to_status,
+                    "actor_id": entry.actor_id,
+                    "actor_role": entry.actor_role,
+                    "request_id": entry.request_id,
+                }
+                for entry in self._service(session, now).history(user, appointment_id)
+            ]
 
     def _write(
         self,
@@ -78,6 +149,7 @@ class BookingUseCases:
         action: Action,
         *,
         metric: str,
+        request_id: str | None,
     ) -> Replayable:
         """Run ``action`` once per Idempotency-Key, in one transaction committed before
         the result is returned; a replay returns the first result and changes nothing.
@@ -89,14 +161,14 @@ class BookingUseCases:
             fingerprint = request_fingerprint(operation, request)
             if key is not None and (stored := store.begin(user.id, key, operation, fingerprint)) is not None:
                 return Replayable(stored, replayed=True)
-            result = appointment_view(action(self._service(session, now), user), now)
+            result = appointment_view(action(self._service(session, now, request_id), user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
         self._resources.count(metric)
         return Replayable(result)
 
-    def _service(self, session: Session, now: datetime) -> BookingService:
-        return BookingService(session, policy=self._resources.booking_policy, now=now)
+    def _service(self, session: Session, now: datetime, request_id: str | None = None) -> BookingService:
+        return BookingService(session, policy=self._resources.booking_policy, now=now, request_id=request_id)
 
     def list_own(
         self,
@@ -107,12 +179,21 @@ class BookingUseCases:
         last: date | None,
         limit: int,
         offset: int,
+        provider_id: int | None = None,
+        patient_id: int | None = None,
     ) -> list[dict[str, Any]]:
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
             user = current_user(session, caller)
             rows = self._service(session, now).list_own(
-                user, status=status, first=first, last=last, limit=limit, offset=offset
+                user,
+                status=status,
+                first=first,
+                last=last,
+                limit=limit,
+                offset=offset,
+                provider_id=provider_id,
+                patient_id=patient_id,
             )
             return [appointment_view(row, now) for row in rows]
 
@@ -121,3 +202,7 @@ class BookingUseCases:
         with self._resources.unit_of_work() as session:
             user = current_user(session, caller)
             return appointment_view(self._service(session, now).get(user, appointment_id), now)
+
+
+def _named(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}

@@ -95,13 +95,19 @@ def expire_stale_holds(transaction: Transaction, now: datetime, *, batch: int = 
             expired = session.execute(
                 text(
                     """
-                    UPDATE appointments SET status = 'expired', updated_at = :now
-                    WHERE id IN (
-                        SELECT id FROM appointments
-                        WHERE status = 'reserved' AND expires_at <= :now
-                        ORDER BY id LIMIT :batch
-                        FOR UPDATE SKIP LOCKED)
-                    RETURNING provider_id, busy_start, busy_end
+                    WITH expired AS (
+                        UPDATE appointments SET status = 'expired', updated_at = :now
+                        WHERE id IN (
+                            SELECT id FROM appointments
+                            WHERE status = 'reserved' AND expires_at <= :now
+                            ORDER BY id LIMIT :batch
+                            FOR UPDATE SKIP LOCKED)
+                        RETURNING id, provider_id, busy_start, busy_end
+                    ), recorded AS (
+                        INSERT INTO appointment_history (appointment_id, at, from_status, to_status, actor_role)
+                        SELECT id, :now, 'reserved', 'expired', 'system' FROM expired
+                    )
+                    SELECT provider_id, busy_start, busy_end FROM expired
                     """
                 ),
                 {"now": now, "batch": batch},
