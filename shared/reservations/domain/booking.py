@@ -55,6 +55,9 @@ from reservations.domain.scheduling import (
 IDEMPOTENCY_TTL = timedelta(hours=24)
 STATUSES = ("reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show")
 ATTENDANCE = ("completed", "no_show")
+# Statuses that keep their range taken (and count towards a daily cap) for good: an
+# attended visit goes on occupying its time after attendance is recorded.
+OCCUPYING = ("confirmed", *ATTENDANCE)
 ATTENDANCE_CHANGE_WINDOW = timedelta(days=7)
 PROVIDER_OVERLAP = "appointments_provider_no_overlap"
 PATIENT_OVERLAP = "appointments_patient_no_overlap"
@@ -176,6 +179,10 @@ class BookingService:
         status (a hold keeps its deadline); if the new slot cannot be had, the whole
         transaction rolls back and nothing changed."""
         start = grid_start(start_time)
+        # The patient's row first, as reserve takes it, then the appointment: the other
+        # order deadlocks with the patient's own reservations.
+        patient_id = self._party(actor, appointment_id).patient_id
+        self.session.execute(select(User.id).where(User.id == patient_id).with_for_update(key_share=True))
         old = self._locked_party(actor, appointment_id)
         if effective_status(old, self.now) not in ("reserved", "confirmed"):
             raise Conflict("only held or confirmed appointments can be rescheduled", code="not_reschedulable")
@@ -254,9 +261,14 @@ class BookingService:
         local_day = start.astimezone(zone).date()
         days = sorted({*days_spanned(busy_start, busy_end), *also_bump})
         if rules.daily_cap is not None:
-            # The day rows are locked (and bumped) first: reservations of this provider's
-            # days then run one at a time, so the cap cannot be raced past.
-            bump_slot_days(self.session, provider.id, days)
+            # Reservations of one provider-local day run one at a time, so the cap cannot
+            # be raced past. An advisory lock, not the day's version row: confirm, cancel
+            # and expiry bump those last, after their appointment rows, and this INSERT may
+            # wait on such a row, so holding a version row here could deadlock.
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"daily-cap:{provider.id}:{local_day.isoformat()}"},
+            )
             if self._booked_on(provider.id, zone, local_day) >= rules.daily_cap:
                 raise Conflict(
                     f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
@@ -306,8 +318,7 @@ class BookingService:
             if sqlstate(error) == "23505":  # appointments_rescheduled_from: moved twice at once
                 raise Conflict("this appointment was rescheduled already", code="not_reschedulable") from None
             raise
-        if rules.daily_cap is None:
-            bump_slot_days(self.session, provider.id, days)
+        bump_slot_days(self.session, provider.id, days)  # last, after every appointment row lock
         return appointment
 
     def _booked_on(self, provider_id: int, zone: ZoneInfo, day: date) -> int:
@@ -321,7 +332,7 @@ class BookingService:
                     Appointment.start_time >= start,
                     Appointment.start_time < end,
                     or_(
-                        Appointment.status == "confirmed",
+                        Appointment.status.in_(OCCUPYING),
                         and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
                     ),
                 )
@@ -422,15 +433,20 @@ class BookingService:
                 f"changes within {hours:g} hours of the start are made by the provider", code="change_window_closed"
             )
 
-    def _locked_party(self, actor: User, appointment_id: int) -> Appointment:
-        """The appointment, locked, if the actor is a party to it or an admin (else 404)."""
+    def _party(self, actor: User, appointment_id: int, *, lock: bool = False) -> Appointment:
+        """The appointment if the actor is a party to it or an admin (else 404)."""
         query = select(Appointment).where(Appointment.id == appointment_id)
         if actor.role != "admin":
             query = query.where(or_(Appointment.patient_id == actor.id, Appointment.provider_id == actor.id))
-        found = self.session.scalars(query.with_for_update().execution_options(populate_existing=True)).first()
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        found = self.session.scalars(query).first()
         if found is None:
             raise NotFound(f"appointment {appointment_id} not found", code="appointment_not_found")
         return found
+
+    def _locked_party(self, actor: User, appointment_id: int) -> Appointment:
+        return self._party(actor, appointment_id, lock=True)
 
     def _own(self, appointment_id: int, *, patient_id: int) -> Appointment:
         found = self.session.scalars(

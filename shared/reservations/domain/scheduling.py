@@ -516,8 +516,10 @@ class ProviderSchedule:
         )
 
     def _active(self) -> ColumnElement[bool]:
+        """Appointments that take their range: held (until the deadline), confirmed, or
+        attended (completed or no-show: the time stays taken)."""
         return or_(
-            Appointment.status == "confirmed",
+            Appointment.status.in_(("confirmed", "completed", "no_show")),
             and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
         )
 
@@ -565,7 +567,7 @@ class ProviderSchedule:
         )
         busy: dict[date, list[Busy]] = {day: [] for day in days}
         for start_time, busy_start, busy_end, status, expires_at in rows:
-            until = None if status == "confirmed" else expires_at
+            until = expires_at if status == "reserved" else None
             own_day = _local_day(start_time, zone)
             for day in days:
                 day_low, day_high = self._utc_bounds(zone, day, day)

@@ -7,9 +7,10 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from reservations.adapters.db import Appointment, User
+from reservations.adapters.db import Appointment, User, sqlstate
 from reservations.adapters.security import AccessClaims
 from reservations.domain.accounts import current_user
 from reservations.domain.booking import (
@@ -19,9 +20,13 @@ from reservations.domain.booking import (
     appointment_view,
     request_fingerprint,
 )
+from reservations.domain.errors import Conflict
 from reservations.usecases import Resources
 
 Action = Callable[[BookingService, User], Appointment]
+# deadlock_detected, serialization_failure: Postgres aborted the transaction, not the request.
+RETRYABLE_STATES = frozenset({"40P01", "40001"})
+DEADLOCK_ATTEMPTS = 2
 
 
 class BookingUseCases:
@@ -153,7 +158,33 @@ class BookingUseCases:
     ) -> Replayable:
         """Run ``action`` once per Idempotency-Key, in one transaction committed before
         the result is returned; a replay returns the first result and changes nothing.
-        ``metric`` counts committed writes (replays are not counted again)."""
+        ``metric`` counts committed writes (replays are not counted again). A transaction
+        Postgres aborts to break a deadlock with a concurrent change (two moves swapping
+        times, say) is run once more; a second abort is a 409 the client may retry."""
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return self._write_once(caller, operation, request, key, action, metric=metric, request_id=request_id)
+            except DBAPIError as error:
+                if sqlstate(error) not in RETRYABLE_STATES:
+                    raise
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise Conflict(
+                        "the request met a concurrent change to the same appointments; retry it",
+                        code="concurrent_change",
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _write_once(
+        self,
+        caller: AccessClaims,
+        operation: str,
+        request: Mapping[str, Any],
+        key: str | None,
+        action: Action,
+        *,
+        metric: str,
+        request_id: str | None,
+    ) -> Replayable:
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
             user = current_user(session, caller)

@@ -31,6 +31,17 @@ def upgrade() -> None:
             ADD COLUMN rescheduled_from bigint REFERENCES appointments(id),
             ADD COLUMN rescheduled_to bigint REFERENCES appointments(id),
             ADD COLUMN note varchar(500);
+        -- Attended appointments (completed, no-show) keep their time taken, for the provider
+        -- (buffers included) and the patient alike.
+        ALTER TABLE appointments
+            DROP CONSTRAINT appointments_provider_no_overlap,
+            ADD CONSTRAINT appointments_provider_no_overlap EXCLUDE USING gist (
+                int8range(provider_id, provider_id, '[]') WITH =, tstzrange(busy_start, busy_end, '[)') WITH &&
+            ) WHERE (status IN ('reserved', 'confirmed', 'completed', 'no_show')),
+            DROP CONSTRAINT appointments_patient_no_overlap,
+            ADD CONSTRAINT appointments_patient_no_overlap EXCLUDE USING gist (
+                int8range(patient_id, patient_id, '[]') WITH =, tstzrange(start_time, end_time, '[)') WITH &&
+            ) WHERE (status IN ('reserved', 'confirmed', 'completed', 'no_show'));
         -- A successor has one predecessor: two moves of one appointment cannot both land.
         CREATE UNIQUE INDEX appointments_rescheduled_from ON appointments (rescheduled_from)
             WHERE rescheduled_from IS NOT NULL;
@@ -53,10 +64,11 @@ def upgrade() -> None:
         BEGIN
             RAISE EXCEPTION 'appointment_history is append-only' USING ERRCODE = 'insufficient_privilege';
         END $$;
-        CREATE TRIGGER appointment_history_append_only BEFORE UPDATE ON appointment_history
+        CREATE TRIGGER appointment_history_append_only BEFORE UPDATE OR DELETE ON appointment_history
             FOR EACH ROW EXECUTE FUNCTION appointment_history_is_append_only();
 
-        -- What existed before has its creation on record.
+        -- What existed before has its creation on record, and its current status, as far as
+        -- it can be reconstructed (who changed it was not recorded then: "system").
         INSERT INTO appointment_history (appointment_id, at, from_status, to_status, actor_id, actor_role)
         SELECT id, created_at, NULL, 'reserved', patient_id, 'patient' FROM appointments;
         INSERT INTO appointment_history (appointment_id, at, from_status, to_status, actor_id, actor_role)
@@ -72,6 +84,15 @@ def downgrade() -> None:
         DROP FUNCTION appointment_history_is_append_only();
         DROP TABLE appointment_history;
         DROP INDEX appointments_rescheduled_from;
+        ALTER TABLE appointments
+            DROP CONSTRAINT appointments_provider_no_overlap,
+            ADD CONSTRAINT appointments_provider_no_overlap EXCLUDE USING gist (
+                int8range(provider_id, provider_id, '[]') WITH =, tstzrange(busy_start, busy_end, '[)') WITH &&
+            ) WHERE (status IN ('reserved', 'confirmed')),
+            DROP CONSTRAINT appointments_patient_no_overlap,
+            ADD CONSTRAINT appointments_patient_no_overlap EXCLUDE USING gist (
+                int8range(patient_id, patient_id, '[]') WITH =, tstzrange(start_time, end_time, '[)') WITH &&
+            ) WHERE (status IN ('reserved', 'confirmed'));
         ALTER TABLE appointments
             DROP COLUMN cancellation_reason, DROP COLUMN cancelled_by, DROP COLUMN rescheduled_from,
             DROP COLUMN rescheduled_to, DROP COLUMN note,
