@@ -321,3 +321,13 @@ def meeting_transaction(transaction: Transaction, meeting: threading.Barrier) ->
                 meeting.wait()
 
     return meeting_first
+
+
+@contextmanager
+def container_at_now(settings: Any, **changes: Any) -> Iterator[Container]:
+    """A composition root on `settings` (plus `changes`) whose clock starts at NOW, closed on exit."""
+    container = Container(settings.model_copy(update=changes), clock=Clock(NOW))
+    try:
+        yield container
+    finally:
+        container.close()

@@ -218,3 +218,10 @@ def add_visit_type(world: World, provider: dict[str, Any], name: str, minutes: i
     assert response.status == 201, response.body
     result: dict[str, Any] = response.body
     return result
+
+
+def lasting_user(world: World, role: str) -> dict[str, Any]:
+    """A user whose token outlives clock advances of days (TOKEN_TTL), unlike a sign-in's
+    30 minutes: {"id", "role", "email", "token"}."""
+    person = create_user(container_of(world.auth), role)
+    return {"id": person.id, "role": role, "email": person.email, "token": person.token}

@@ -1,7 +1,9 @@
-"""A Hypothesis state machine of providers, patients, holds, confirmations,
-cancellations, availability changes and a controllable clock, run against the real
-services on real Postgres and Redis. After every step: no two active appointments
-overlap, the listed free slots equal the model's, and the cache agrees with Postgres."""
+"""A Hypothesis state machine of providers, patients, an admin, holds, confirmations,
+cancellations (with reasons), reschedules, attendance, availability changes and a
+controllable clock (minutes, and leaps past the starts), run against the real services on
+real Postgres and Redis. After every step: no two active appointments overlap, the listed
+free slots equal the model's, the cache agrees with Postgres, and every rescheduled
+appointment has exactly one successor that points back to it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,7 +31,7 @@ from reservations.adapters.slot_cache import SlotCache
 from reservations.composition import Container
 from reservations.domain.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
 from reservations.domain.booking import BookingService
-from reservations.domain.errors import Conflict, NotFound
+from reservations.domain.errors import Conflict, InvalidRequest, NotFound
 from reservations.domain.scheduling import PostedAvailability, ProviderSchedule
 
 START = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -37,6 +40,7 @@ SLOTS_PER_DAY = 4  # 09:00-10:00 UTC
 SLOT = timedelta(minutes=15)
 HOLD_MINUTES = 10
 MAX_HOLDS = 2
+ACTORS = st.sampled_from(["patient", "provider", "admin"])
 
 
 def slot_starts() -> list[datetime]:
@@ -51,6 +55,8 @@ class ModelAppointment:
     start: datetime
     status: str
     expires_at: datetime | None
+    successor: int | None = None
+    cancellation: tuple[str | None, str] = (None, "")
 
     def active(self, now: datetime) -> bool:
         return self.status == "confirmed" or (
@@ -74,8 +80,13 @@ class BookingMachine(RuleBasedStateMachine):
         self.policy = self.container.booking_policy
         self.providers: list[int] = []
         self.patients: list[int] = []
+        self.admins: list[int] = []
         with self.container.unit_of_work() as session:
-            for role, bucket, count in (("provider", self.providers, 2), ("patient", self.patients, 3)):
+            for role, bucket, count in (
+                ("provider", self.providers, 2),
+                ("patient", self.patients, 3),
+                ("admin", self.admins, 1),
+            ):
                 for _ in range(count):
                     user = User(
                         name=role,
@@ -123,7 +134,9 @@ class BookingMachine(RuleBasedStateMachine):
         start = slot_starts()[slot]
         active = [a for a in self.appointments if a.active(self.now)]
         expected: set[str]
-        if start not in self.offered[provider_id]:
+        if start < self.now + self.policy.min_notice:
+            expected = {"too_soon"}
+        elif start not in self.offered[provider_id]:
             expected = {"slot_unavailable"}
         elif sum(1 for a in active if a.patient == patient_id and a.status == "reserved") >= MAX_HOLDS:
             expected = {"too_many_holds"}
@@ -138,19 +151,26 @@ class BookingMachine(RuleBasedStateMachine):
             with self.container.unit_of_work() as session:
                 made = self._booking(session).reserve(session.get_one(User, patient_id), provider_id, start)
                 outcome, made_id, expires = "created", made.id, made.expires_at
-        except Conflict as error:
+        except (Conflict, InvalidRequest) as error:
             outcome = error.code
         assert outcome in expected, (outcome, expected)
         if outcome == "created":
-            for a in self.appointments:  # the lazy expirer marked stale holds on this range
-                if (
-                    a.status == "reserved"
-                    and not a.active(self.now)
-                    and a.start == start
-                    and (a.provider == provider_id or a.patient == patient_id)
-                ):
-                    a.status = "expired"
+            self._lazily_expired(provider_id, patient_id, start)
             self.appointments.append(ModelAppointment(made_id, provider_id, patient_id, start, "reserved", expires))
+
+    def _lazily_expired(self, provider_id: int, patient_id: int, start: datetime) -> None:
+        """What the lazy expirer marks when an appointment is placed at `start`."""
+        for a in self.appointments:
+            if (
+                a.status == "reserved"
+                and not a.active(self.now)
+                and a.start == start
+                and (a.provider == provider_id or a.patient == patient_id)
+            ):
+                a.status = "expired"
+
+    def _actor(self, appointment: ModelAppointment, who: str) -> int:
+        return {"patient": appointment.patient, "provider": appointment.provider, "admin": self.admins[0]}[who]
 
     @precondition(lambda self: bool(self.appointments))
     @rule(data=st.data())
@@ -160,6 +180,8 @@ class BookingMachine(RuleBasedStateMachine):
             expected = "confirmed"
         elif appointment.status == "cancelled":
             expected = "appointment_cancelled"
+        elif appointment.status in ("rescheduled", "completed", "no_show"):
+            expected = "not_confirmable"
         else:
             expected = "reservation_expired"
         try:
@@ -173,23 +195,100 @@ class BookingMachine(RuleBasedStateMachine):
             appointment.status, appointment.expires_at = "confirmed", None
 
     @precondition(lambda self: bool(self.appointments))
-    @rule(data=st.data(), by_provider=st.booleans())
-    def cancel(self, data: st.DataObject, by_provider: bool) -> None:
+    @rule(data=st.data(), who=ACTORS, reason=st.none() | st.text(st.characters(codec="utf-8"), max_size=20))
+    def cancel(self, data: st.DataObject, who: str, reason: str | None) -> None:
         appointment = data.draw(st.sampled_from(self.appointments))
-        actor = appointment.provider if by_provider else appointment.patient
-        if appointment.active(self.now) or appointment.status == "cancelled":
-            expected = "cancelled"
-        else:
+        if appointment.status == "cancelled":
+            expected = "unchanged"
+        elif appointment.status == "expired" or (appointment.status == "reserved" and not appointment.active(self.now)):
             expected = "reservation_expired"
+        elif appointment.status in ("rescheduled", "completed", "no_show"):
+            expected = "not_cancellable"
+        elif appointment.start <= self.now:
+            expected = "appointment_in_past"
+        else:
+            expected = "cancelled"
         try:
             with self.container.unit_of_work() as session:
-                self._booking(session).cancel(session.get_one(User, actor), appointment.id)
-            outcome = "cancelled"
+                done = self._booking(session).cancel(
+                    session.get_one(User, self._actor(appointment, who)), appointment.id, reason
+                )
+                recorded = (done.status, done.cancellation_reason, done.cancelled_by)
+            outcome = "cancelled" if expected == "cancelled" else "unchanged"
         except Conflict as error:
             outcome = error.code
         assert outcome == expected, (outcome, expected, appointment)
         if outcome == "cancelled":
+            assert recorded == ("cancelled", reason, who)
             appointment.status, appointment.expires_at = "cancelled", None
+            appointment.cancellation = (reason, who)
+        elif outcome == "unchanged":  # cancelling twice answers with the first cancellation
+            assert recorded == ("cancelled", *appointment.cancellation)
+
+    @precondition(lambda self: bool(self.appointments))
+    @rule(data=st.data(), who=ACTORS, slot=st.integers(0, len(DAYS) * SLOTS_PER_DAY - 1))
+    def reschedule(self, data: st.DataObject, who: str, slot: int) -> None:
+        old = data.draw(st.sampled_from(self.appointments))
+        start = slot_starts()[slot]
+        others = [a for a in self.appointments if a.active(self.now) and a is not old]
+        expected: set[str]
+        if not old.active(self.now):
+            expected = {"not_reschedulable"}
+        elif old.start <= self.now:
+            expected = {"appointment_in_past"}
+        elif start < self.now + self.policy.min_notice:
+            expected = {"too_soon"}
+        elif start not in self.offered[old.provider]:
+            expected = {"slot_unavailable"}
+        elif (
+            old.status == "reserved"
+            and sum(1 for a in others if a.patient == old.patient and a.status == "reserved") >= MAX_HOLDS
+        ):
+            expected = {"too_many_holds"}
+        else:
+            provider_taken = any(a.provider == old.provider and a.start == start for a in others)
+            patient_taken = any(a.patient == old.patient and a.start == start for a in others)
+            expected = ({"slot_unavailable"} if provider_taken else set()) | (
+                {"overlapping_appointment"} if patient_taken else set()
+            )
+            expected = expected or {"moved"}
+        try:
+            with self.container.unit_of_work() as session:
+                actor = session.get_one(User, self._actor(old, who))
+                moved = self._booking(session).reschedule(actor, old.id, start)
+                outcome, made = "moved", (moved.id, moved.status, moved.expires_at, moved.rescheduled_from)
+        except (Conflict, InvalidRequest) as error:
+            outcome = error.code
+        assert outcome in expected, (outcome, expected, old, start)
+        if outcome == "moved":
+            assert made[1:] == (old.status, old.expires_at, old.id)  # a hold keeps its deadline
+            self._lazily_expired(old.provider, old.patient, start)
+            self.appointments.append(
+                ModelAppointment(made[0], old.provider, old.patient, start, old.status, old.expires_at)
+            )
+            old.status, old.successor = "rescheduled", made[0]
+
+    @precondition(lambda self: bool(self.appointments))
+    @rule(data=st.data(), by_admin=st.booleans(), attendance=st.sampled_from(["completed", "no_show"]))
+    def record_attendance(self, data: st.DataObject, by_admin: bool, attendance: str) -> None:
+        appointment = data.draw(st.sampled_from(self.appointments))
+        started = appointment.start <= self.now
+        allowed = started and (
+            appointment.status == "confirmed"
+            or (appointment.status in ("completed", "no_show") and self.now <= appointment.start + timedelta(days=7))
+        )
+        actor = self.admins[0] if by_admin else appointment.provider
+        try:
+            with self.container.unit_of_work() as session:
+                done = self._booking(session).record_attendance(
+                    session.get_one(User, actor), appointment.id, attendance
+                )
+                outcome = done.status
+        except Conflict as error:
+            outcome = error.code
+        assert outcome == (attendance if allowed else "attendance_not_allowed"), (outcome, appointment, self.now)
+        if allowed:
+            appointment.status = attendance
 
     @rule(patient=st.integers(0, 2), appointment=st.integers(0, 50))
     def strangers_get_not_found(self, patient: int, appointment: int) -> None:
@@ -205,6 +304,12 @@ class BookingMachine(RuleBasedStateMachine):
     def time_passes(self, minutes: int) -> None:
         self.now += timedelta(minutes=minutes)
 
+    @precondition(lambda self: any(a.status == "confirmed" for a in self.appointments))
+    @rule(hours=st.integers(12, 48))
+    def time_leaps(self, hours: int) -> None:
+        """Hours at once, so starts pass (and attendance can be recorded)."""
+        self.now += timedelta(hours=hours)
+
     @rule(provider=st.integers(0, 1), day=st.sampled_from(DAYS), off=st.booleans())
     def change_availability(self, provider: int, day: date, off: bool) -> None:
         provider_id = self.providers[provider]
@@ -219,20 +324,37 @@ class BookingMachine(RuleBasedStateMachine):
     def no_overlaps_in_the_database(self) -> None:
         if not hasattr(self, "providers"):
             return
-        with self.container.unit_of_work() as session:
-            clashes = session.execute(
-                text(
-                    """
-                    SELECT count(*) FROM appointments a JOIN appointments b
-                      ON a.id < b.id AND (a.provider_id = b.provider_id OR a.patient_id = b.patient_id)
-                     AND a.start_time < b.end_time AND b.start_time < a.end_time
-                    WHERE a.status IN ('reserved','confirmed') AND b.status IN ('reserved','confirmed')
-                      AND a.provider_id = ANY(:providers)
-                    """
-                ),
-                {"providers": self.providers},
-            ).scalar_one()
+        ((clashes,),) = self._rows(
+            """
+            SELECT count(*) FROM appointments a JOIN appointments b
+              ON a.id < b.id AND (a.provider_id = b.provider_id OR a.patient_id = b.patient_id)
+             AND a.start_time < b.end_time AND b.start_time < a.end_time
+            WHERE a.status IN ('reserved','confirmed') AND b.status IN ('reserved','confirmed')
+              AND a.provider_id = ANY(:providers)
+            """
+        )
         assert clashes == 0
+
+    def _rows(self, sql: str) -> list[Any]:
+        """The rows of `sql` (over the appointments of `:providers`, this run's)."""
+        with self.container.unit_of_work() as session:
+            return list(session.execute(text(sql), {"providers": self.providers}).all())
+
+    @invariant()
+    def every_rescheduled_appointment_has_exactly_one_successor_pointing_back(self) -> None:
+        if not hasattr(self, "providers"):
+            return
+        links = self._rows(
+            """
+            SELECT a.id, a.rescheduled_to, array_agg(b.id) FILTER (WHERE b.id IS NOT NULL)
+            FROM appointments a LEFT JOIN appointments b ON b.rescheduled_from = a.id
+            WHERE a.provider_id = ANY(:providers) AND (a.status = 'rescheduled' OR b.id IS NOT NULL)
+            GROUP BY a.id, a.rescheduled_to
+            """
+        )
+        found = {old: (to, successors) for old, to, successors in links}
+        model = {a.id: (a.successor, [a.successor]) for a in self.appointments if a.status == "rescheduled"}
+        assert found == model
 
     @invariant()
     def listed_slots_match_the_model_and_the_cache_agrees(self) -> None:
