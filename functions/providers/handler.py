@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Response, status
@@ -38,6 +39,7 @@ from reservations.http.booking_schemas import (
 )
 from reservations.http.deps import Caller, require_role
 from reservations.http.lambda_entry import make_lambda_handler
+from reservations.http.schemas import IsoDate
 from reservations.usecases.schedule import ProviderProfile
 
 # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
@@ -48,9 +50,10 @@ schedule = container.schedule
 ProviderId = Annotated[int, Path(ge=1, le=MAX_ID)]
 VisitTypeId = Annotated[int, Path(ge=1, le=MAX_ID)]
 VisitTypeQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="default: the provider's default type")]
-StartDate = Annotated[dt.date | None, Query(description="provider-local date, inclusive; default today")]
-EndDate = Annotated[dt.date | None, Query(description="provider-local date, inclusive; default start + 6 days")]
+StartDate = Annotated[IsoDate | None, Query(description="provider-local date, inclusive; default today")]
+EndDate = Annotated[IsoDate | None, Query(description="provider-local date, inclusive; default start + 6 days")]
 Admin = Annotated[AccessClaims, Depends(require_role("admin"))]
+CURSOR_PATTERN = r"^[0-9]{1,18}$"  # the ids this API hands out as cursors
 
 
 @app.get("/providers", response_model=list[ProviderOut])
@@ -135,8 +138,8 @@ def next_available(provider_id: ProviderId, caller: Caller, visit_type_id: Visit
 @app.get("/availability", response_model=list[OfferedSlotOut])
 def search_availability(
     caller: Caller,
-    start_date: Annotated[dt.date, Query(description="provider-local date, inclusive")],
-    end_date: Annotated[dt.date, Query(description="provider-local date, inclusive; at most 14 days")],
+    start_date: Annotated[IsoDate, Query(description="provider-local date, inclusive")],
+    end_date: Annotated[IsoDate, Query(description="provider-local date, inclusive; at most 14 days")],
     provider_ids: Annotated[
         str | None, Query(max_length=1100, pattern=r"^[0-9]{1,19}(,[0-9]{1,19}){0,49}$", description="up to 50 ids")
     ] = None,
@@ -219,8 +222,12 @@ def directory(
     q: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
     specialty: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=32, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(json_schema_extra={"pattern": CURSOR_PATTERN}, description="next_cursor of the previous page")
+    ] = None,
 ) -> DirectoryPageOut:
+    if cursor is not None and not re.fullmatch(CURSOR_PATTERN[1:-1], cursor):  # ASCII digits only
+        raise Unprocessable("cursor is not one this API returned", code="invalid_cursor")
     page = schedule.directory(caller, q=q, specialty=specialty, limit=limit, cursor=cursor)
     return DirectoryPageOut(
         items=[

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -353,17 +354,15 @@ def create_app(
             await asyncio.gather(*running, return_exceptions=True)
             workers.shutdown()
 
-    app = Starlette(
-        routes=[
-            StarletteRoute(
-                "/{path:path}",
-                gateway,
-                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-                include_in_schema=False,
-            )
-        ],
-        lifespan=lifespan,
+    catch_all = StarletteRoute(
+        "/{path:path}",
+        gateway,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        include_in_schema=False,
     )
+    # Starlette's `path` convertor stops at a line break (%0A); API Gateway routes such paths.
+    catch_all.path_regex = re.compile(r"^/(?P<path>.*)$", re.DOTALL)
+    app = Starlette(routes=[catch_all], lifespan=lifespan)
     app.state.routes = routes
     app.state.route_table = table
     return app

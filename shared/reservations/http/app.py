@@ -5,9 +5,12 @@ own 422 format for schema errors, and never a bare 500 for a client's mistake.""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -25,6 +28,7 @@ from reservations.domain.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from reservations.http.documentation import install as install_error_documentation
 
 logger = logging.getLogger("reservations.http")
 
@@ -76,6 +80,26 @@ async def _domain_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(status, error.message, error.code, headers)
 
 
+def _json_safe(value: Any) -> Any:
+    """What JSON can carry: a NaN or infinity the body parser let through becomes its text,
+    and a lone surrogate is escaped (echoing either back would fail, as a 500)."""
+    if isinstance(value, dict):
+        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+async def _invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """FastAPI's own 422 body (clients of the original API parse it), made safe to encode."""
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(error.errors()))}, status_code=422)
+
+
 async def _http_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     headers = dict(error.headers or {})
@@ -116,33 +140,14 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:
     return error_response(500, "internal server error", "internal_error")
 
 
-def _documented_errors() -> dict[int | str, dict[str, Any]]:
-    from .schemas import ErrorBody, UnprocessableBody
-
-    descriptions = {
-        400: "Rejected by a business rule",
-        401: "Missing, invalid or expired token",
-        403: "Wrong role or not yours",
-        404: "Not found",
-        409: "Conflicts with the current state",
-        413: "Body over 64 KiB",
-        429: "Too many attempts (see Retry-After)",
-        503: "Database unavailable (see Retry-After)",
-    }
-    documented: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()
-    }
-    documented[422] = {"model": UnprocessableBody, "description": "Invalid request"}
-    return documented
-
-
 def create_app(title: str, container: Container, **kwargs: Any) -> FastAPI:
     """FastAPI's default 422 body for schema errors is kept on purpose (clients of the
     original API parse it); every other error gets our envelope."""
     app = FastAPI(title=title, version="1.0.0", **kwargs)
-    # Every route documents the error envelope, so the OpenAPI document describes every answer.
-    app.router.responses = _documented_errors()
+    # Each operation documents the errors it can answer, with their codes (documentation.py).
+    install_error_documentation(app)
     app.state.container = container
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)

@@ -5,21 +5,31 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from reservations.adapters.db import Appointment
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Unprocessable
 from reservations.domain.scheduling import DatedHours, PostedAvailability, WeeklyHours, parse_posted_availability
-from reservations.http.schemas import DisplayText, IsoDate, StartTime, TextBlock, TimeZoneName
+from reservations.http.schemas import (
+    JSON_NUMBER,
+    STRIPPED_NAME_PATTERN,
+    DisplayText,
+    IsoDate,
+    StartTime,
+    TextBlock,
+    TimeZoneName,
+)
 
 # The largest id a generator's float arithmetic cannot round past (2**63 - 1 is no double).
 MAX_ID = 2**63 - 1024
 AppointmentStatus = Literal["reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show"]
+ProviderName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=200, pattern=STRIPPED_NAME_PATTERN)]
+VisitTypeName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=80, pattern=STRIPPED_NAME_PATTERN)]
 # Shown to other people: up to 500 characters, no control characters.
 Note = Annotated[DisplayText, Field(max_length=500)]
-EntityId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+EntityId = Annotated[int, Field(ge=1, le=MAX_ID), JSON_NUMBER]
 MAX_WINDOWS = 48
 MAX_DATED_ENTRIES = 400
 
@@ -201,8 +211,8 @@ def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOu
 # --- provider profiles, rules, visit types, directory, search -----------------------------
 
 
-Minutes15 = Annotated[int, Field(ge=15, le=480, multiple_of=15, strict=True)]
-BufferMinutes = Annotated[int, Field(ge=0, le=240, multiple_of=5, strict=True)]
+Minutes15 = Annotated[int, Field(ge=15, le=480, multiple_of=15), JSON_NUMBER]
+BufferMinutes = Annotated[int, Field(ge=0, le=240, multiple_of=5), JSON_NUMBER]
 
 
 class RulesIn(BaseModel):
@@ -211,10 +221,10 @@ class RulesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_notice_hours: float | None = Field(default=None, ge=0, le=720, strict=True)
-    horizon_days: int | None = Field(default=None, ge=1, le=730, strict=True)
-    cancellation_notice_hours: float | None = Field(default=None, ge=0, le=720, strict=True)
-    max_appointments_per_day: int | None = Field(default=None, ge=1, le=200, strict=True)
+    min_notice_hours: Annotated[float, Field(ge=0, le=720), JSON_NUMBER] | None = None
+    horizon_days: Annotated[int, Field(ge=1, le=730), JSON_NUMBER] | None = None
+    cancellation_notice_hours: Annotated[float, Field(ge=0, le=720), JSON_NUMBER] | None = None
+    max_appointments_per_day: Annotated[int, Field(ge=1, le=200), JSON_NUMBER] | None = None
 
 
 class RulesOut(BaseModel):
@@ -228,7 +238,10 @@ class ProviderPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Not nullable in the document: null is refused for these (absent leaves them as they are).
-    name: DisplayText | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    name: (
+        Annotated[DisplayText, StringConstraints(min_length=1, max_length=200, pattern=STRIPPED_NAME_PATTERN)]
+        | SkipJsonSchema[None]
+    ) = None
     timezone: TimeZoneName | SkipJsonSchema[None] = None
     specialty: DisplayText | None = Field(default=None, max_length=80)
     bio: TextBlock | None = Field(default=None, max_length=2000)
@@ -248,7 +261,7 @@ class ProviderPatch(BaseModel):
 class VisitTypeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: DisplayText = Field(min_length=1, max_length=80)
+    name: DisplayText = Field(min_length=1, max_length=80, pattern=STRIPPED_NAME_PATTERN)
     duration_minutes: Minutes15
     buffer_before_minutes: BufferMinutes = 0
     buffer_after_minutes: BufferMinutes = 0
@@ -258,7 +271,10 @@ class VisitTypeIn(BaseModel):
 class VisitTypePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: DisplayText | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=80)
+    name: (
+        Annotated[DisplayText, StringConstraints(min_length=1, max_length=80, pattern=STRIPPED_NAME_PATTERN)]
+        | SkipJsonSchema[None]
+    ) = None
     duration_minutes: Minutes15 | SkipJsonSchema[None] = None
     buffer_before_minutes: BufferMinutes | SkipJsonSchema[None] = None
     buffer_after_minutes: BufferMinutes | SkipJsonSchema[None] = None
