@@ -10,8 +10,11 @@ PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 # Where `make client` writes the typed Python client of openapi.json (never committed).
 CLIENT_DIR ?= build/client
+# ReDoc's standalone bundle for /redoc, fetched (pinned npm tarball, sha512 checked) by
+# functions/docs/Makefile into a gitignored folder; VERSION is written last.
+REDOC_STAMP := functions/docs/redoc/VERSION
 
-.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e infra clean bench client chromium
+.PHONY: dev test venv lint format migrate create-admin sync unit integration handlers e2e infra clean bench client chromium redoc
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
@@ -23,10 +26,10 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 
 venv: $(STAMP)
 
-dev: $(STAMP) ## serve the API through the real handlers at http://$(HOST):$(PORT)
+dev: $(STAMP) $(REDOC_STAMP) ## serve the API through the real handlers at http://$(HOST):$(PORT)
 	$(PY) -m reservations_dev dev --host $(HOST) --port $(PORT)
 
-test: $(STAMP) .tools/sam/.installed $(CHROMIUM) ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
+test: $(STAMP) .tools/sam/.installed $(CHROMIUM) $(REDOC_STAMP) ## the whole suite: unit, integration, handlers, e2e, infra (sam build included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -38,10 +41,10 @@ integration: $(STAMP)
 handlers: $(STAMP)
 	$(PY) -m pytest tests/handlers $(PYTEST_ARGS)
 
-e2e: $(STAMP) $(CHROMIUM)
+e2e: $(STAMP) $(CHROMIUM) $(REDOC_STAMP)
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-infra: $(STAMP) .tools/sam/.installed
+infra: $(STAMP) .tools/sam/.installed $(REDOC_STAMP)
 	$(PY) -m pytest tests/infra $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -62,7 +65,7 @@ create-admin: $(STAMP)
 	$(PY) -m reservations_dev create-admin --email "$(EMAIL)" --password "$(PASSWORD)" --name "$(or $(NAME),Administrator)"
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .aws-sam functions/docs/redoc
 
 sync: $(STAMP) ## one cache/DB sync pass, as the EventBridge schedule runs it
 	$(PY) -m reservations_dev sync
@@ -74,6 +77,12 @@ client: $(STAMP) ## typed Python client of openapi.json: $(CLIENT_DIR)/reservati
 	rm -rf "$(CLIENT_DIR)/reservations_client"
 	$(VENV)/bin/openapi-python-client generate --path openapi.json --config scripts/openapi-client.yaml \
 		--meta none --output-path "$(CLIENT_DIR)/reservations_client"
+
+redoc: $(REDOC_STAMP) ## ReDoc's bundle for /redoc into functions/docs/redoc (pinned npm tarball, sha512 checked)
+
+# Fetched again when the pin (functions/docs/Makefile) changes.
+$(REDOC_STAMP): functions/docs/Makefile
+	$(MAKE) --no-print-directory -f functions/docs/Makefile redoc
 
 chromium: $(CHROMIUM) ## Debian's chromium for the browser check (apt-get, as root)
 

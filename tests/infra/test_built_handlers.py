@@ -192,7 +192,15 @@ def test_docs_function_serves_swagger_ui_from_its_own_files(invoke: Any, migrate
         event["headers"]["accept"] = "*/*"
         return event
 
-    paths = ["/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/swagger-initializer.js"]
+    paths = [
+        "/docs",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-initializer.js",
+        "/redoc",
+        "/redoc/redoc.standalone.js",
+        "/redoc/redoc-initializer.js",
+    ]
     invocation = invoke("DocsFunction", *(get(p) for p in paths))
     for index, path in enumerate(paths):
         result = invocation.ok(index)
@@ -200,6 +208,10 @@ def test_docs_function_serves_swagger_ui_from_its_own_files(invoke: Any, migrate
         assert "script-src 'self'" in result["headers"]["content-security-policy"], path
     assert "docs/swagger-ui-bundle.js" in invocation.ok(0)["body"]
     assert "SwaggerUIBundle" in invocation.ok(1)["body"]
+    # ReDoc's bundle, fetched into the build by functions/docs/Makefile.
+    assert "redoc/redoc.standalone.js" in invocation.ok(4)["body"]
+    assert "'nonce-" in invocation.ok(4)["headers"]["content-security-policy"]
+    assert "Redoc" in invocation.ok(5)["body"]
 
 
 def test_cache_sync_function_runs_a_scheduled_pass(invoke: Any, accounts: dict[str, Any]) -> None:

@@ -3,8 +3,13 @@ all describe the same API."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
+import shutil
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,7 +73,12 @@ def test_local_gateway_serves_exactly_the_template_routes(gateway: tuple[str, An
             assert "apigw-requestid" in response.headers, (route.route_key, response.status_code)
             if response.headers["content-type"].startswith("application/json"):
                 assert response.json() != NOT_FOUND, route.route_key
-        for method, path in [("GET", "/redoc"), ("GET", "/docs/oauth2-redirect"), ("GET", "/register"), ("GET", "/")]:
+        for method, path in [
+            ("GET", "/redoc/redoc.standalone.js.map"),
+            ("GET", "/docs/oauth2-redirect"),
+            ("GET", "/register"),
+            ("GET", "/"),
+        ]:
             response = client.request(method, path)
             assert (response.status_code, response.json()) == (404, NOT_FOUND), (method, path)
 
@@ -83,3 +93,31 @@ def test_local_gateway_serves_the_docs(gateway: tuple[str, Any]) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         assert "swagger-ui" in page.text and "openapi.json" in page.text
+        redoc = client.get("/redoc")
+        assert redoc.status_code == 200, redoc.text
+        assert redoc.headers["content-type"].startswith("text/html")
+        assert "redoc/redoc.standalone.js" in redoc.text and "openapi.json" in redoc.text
+
+
+def test_docs_function_answers_503_without_the_redoc_bundle(tmp_path: Path, database_url: str) -> None:
+    # A copy of the function without ./redoc: what a checkout gets before `make redoc`.
+    source = REPO / "functions" / "docs"
+    for name in ("handler.py", "openapi.json", "swagger-initializer.js", "redoc-initializer.js"):
+        shutil.copyfile(source / name, tmp_path / name)  # follows the openapi.json symlink
+    spec = importlib.util.spec_from_file_location(f"docs_without_redoc_{uuid.uuid4().hex}", tmp_path / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    async def get_all(*paths: str) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=module.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docs") as client:
+            return [await client.get(path) for path in paths]
+
+    page, bundle, initializer, docs, document = asyncio.run(
+        get_all("/redoc", "/redoc/redoc.standalone.js", "/redoc/redoc-initializer.js", "/docs", "/openapi.json")
+    )
+    for response in (page, bundle):
+        assert response.status_code == 503, (response.url, response.status_code)
+        assert "make redoc" in response.text and "sam build" in response.text, response.url
+    assert [r.status_code for r in (initializer, docs, document)] == [200, 200, 200]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from reservations_dev.template import load_template
@@ -42,8 +43,17 @@ def test_build_produces_every_function_and_the_layer(sam_build: Build) -> None:
     assert {built[name]["Properties"]["CodeUri"] for name in functions} == set(functions)
 
 
-# The docs function also ships swagger-initializer.js and what its requirements.txt installs.
-DOCS_FILES = {"handler.py", "openapi.json", "swagger-initializer.js", "requirements.txt"}
+# The docs function also ships both initializers, what its requirements.txt installs and
+# ReDoc's bundle (functions/docs/Makefile: the pinned npm tarball, sha512 checked).
+DOCS_FILES = {
+    "handler.py",
+    "openapi.json",
+    "swagger-initializer.js",
+    "redoc-initializer.js",
+    "requirements.txt",
+    "redoc",
+}
+REDOC_FILES = {"redoc.standalone.js", "redoc.standalone.js.LICENSE.txt", "LICENSE", "VERSION"}
 
 
 def _installed_by_pip(folder: Path) -> set[str]:
@@ -63,6 +73,11 @@ def test_functions_ship_only_their_code(sam_build: Build) -> None:
                 shipped -= _installed_by_pip(folder) | {"bin"}
             expected = DOCS_FILES if folder.name == "DocsFunction" else {"handler.py"}
             assert shipped <= expected and "handler.py" in shipped, (folder.name, shipped)
+    redoc = sam_build.function_dir("DocsFunction") / "redoc"
+    assert {p.name for p in redoc.iterdir()} == REDOC_FILES
+    recipe = (REPO / "functions" / "docs" / "Makefile").read_text()
+    pinned = [re.search(rf"^{name} := (\S+)$", recipe, re.MULTILINE) for name in ("REDOC_VERSION", "REDOC_INTEGRITY")]
+    assert (redoc / "VERSION").read_text().split() == [m[1] for m in pinned if m]
     document = sam_build.function_dir("DocsFunction") / "openapi.json"
     assert not document.is_symlink()
     assert document.read_bytes() == (REPO / "openapi.json").read_bytes()
