@@ -128,6 +128,8 @@ async def _database_rejected(request: Request, error: Exception) -> JSONResponse
 
     assert isinstance(error, DBAPIError)
     state = sqlstate(error) or ""
+    if state.startswith(("08", "53", "57P")):  # connection, insufficient resources, shutting down
+        return await _database_unavailable(request, OperationalError(None, None, error))
     if state.startswith("22"):
         return error_response(422, "the request contains a value that cannot be stored", "invalid_value")
     if error.connection_invalidated:
