@@ -158,5 +158,7 @@ def create_app(title: str, container: Container, **kwargs: Any) -> FastAPI:
     app.add_exception_handler(DBAPIError, _database_rejected)
     # A socket reset mid-query can escape pg8000 as a bare ConnectionError.
     app.add_exception_handler(ConnectionError, _database_unavailable)
+    # pg8000's socket timeout (DB_CONNECT_TIMEOUT_SECONDS bounds every read) surfaces bare.
+    app.add_exception_handler(TimeoutError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     return app
