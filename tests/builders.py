@@ -256,7 +256,7 @@ def empty_tables(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("TRUNCATE users, login_failures CASCADE"))
+            connection.execute(text("TRUNCATE users, login_failures, outbox_events CASCADE"))
     finally:
         engine.dispose()
 

@@ -29,9 +29,13 @@ from reservations.domain.policy import BookingPolicy
 from reservations.domain.scheduling import DayStore, NoStore
 
 if TYPE_CHECKING:
+    from reservations.adapters.event_bus import EventSink
+    from reservations.adapters.webhook_transport import WebhookTransport
     from reservations.usecases.accounts import AccountUseCases
     from reservations.usecases.booking import BookingUseCases
+    from reservations.usecases.events import EventUseCases
     from reservations.usecases.housekeeping import HousekeepingUseCases
+    from reservations.usecases.integrations import IntegrationUseCases
     from reservations.usecases.schedule import ScheduleUseCases
 
 logger = logging.getLogger("reservations.cache")
@@ -98,12 +102,45 @@ class Container:
 
     @cached_property
     def mailer(self) -> Mailer:
-        if not self.settings.email_sender:
-            return LogMailer()
-        import boto3
+        """SES when a sender is configured; locally also an .eml file per message."""
+        ses: Mailer | None = None
+        if self.settings.email_sender:
+            import boto3
 
-        client: Any = boto3.client("ses")
-        return SesMailer(client, self.settings.email_sender)
+            client: Any = boto3.client("ses")
+            ses = SesMailer(client, self.settings.email_sender)
+        if self.settings.mail_directory:
+            from pathlib import Path
+
+            from reservations.adapters.mail import FileMailer
+
+            return FileMailer(Path(self.settings.mail_directory), forward_to=ses)
+        return ses or LogMailer()
+
+    @cached_property
+    def event_sink(self) -> EventSink:
+        """The EventBridge bus when EVENT_BUS_NAME is set; otherwise the consumer itself."""
+        from reservations.adapters.event_bus import EventBridgeSink, InProcessSink
+
+        if self.settings.event_bus_name:
+            import boto3
+            from botocore.config import Config
+
+            # Publishing after a write must not hold the response: short timeouts, one retry.
+            config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
+            return EventBridgeSink(boto3.client("events", config=config), self.settings.event_bus_name)
+        # Late-bound: the event use cases are built with this sink.
+        return InProcessSink(lambda session, event: self.events.consume_in(session, event))  # noqa: PLW0108
+
+    @cached_property
+    def webhook_transport(self) -> WebhookTransport:
+        from reservations.adapters.webhook_transport import WebhookTransport
+
+        return WebhookTransport(
+            require_https=self.settings.app_env == "aws",
+            allow_private=self.settings.allows_private_webhooks,
+            timeout_seconds=self.settings.webhook_timeout_seconds,
+        )
 
     @cached_property
     def day_store(self) -> DayStore:
@@ -192,6 +229,21 @@ class Container:
         from reservations.usecases.housekeeping import HousekeepingUseCases
 
         return HousekeepingUseCases(self)
+
+    @cached_property
+    def events(self) -> EventUseCases:
+        from reservations.usecases.events import EventUseCases
+
+        return EventUseCases(self, sink=self.event_sink, transport=self.webhook_transport)
+
+    @cached_property
+    def integrations(self) -> IntegrationUseCases:
+        from reservations.usecases.integrations import IntegrationUseCases
+
+        return IntegrationUseCases(self)
+
+    def publish_after_commit(self) -> None:
+        self.events.publish_after_commit()
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     email_sender: str | None = None
     password_reset_url: str = "http://127.0.0.1:3000/password-reset/confirm"  # noqa: S105
     default_timezone: str = "UTC"
+    # Events and integrations (README, "Events, webhooks and e-mail").
+    event_bus_name: str | None = None
+    publish_after_commit: bool = True
+    outbox_retention_days: int = Field(default=7, ge=1, le=3650)
+    # Local mode also writes every message as an .eml file here (default .local/mail).
+    mail_dir: str | None = None
+    reminder_hours_before: str = "24"
+    # Unset: private and loopback webhook targets are allowed only when APP_ENV=local.
+    webhook_allow_private: bool | None = None
+    max_webhooks_per_owner: int = Field(default=20, ge=1, le=1000)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     # Read by Powertools too; the one source of the service name and metrics namespace.
     powertools_service_name: str = "reservations"
     powertools_metrics_namespace: str = "Reservations"
@@ -106,7 +117,17 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone '{value}'") from error
         return value
 
-    @field_validator("email_sender", "jwt_secret_arn", "database_secret_arn", "database_host")
+    @field_validator("reminder_hours_before")
+    @classmethod
+    def _reminder_hours(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() and 1 <= int(part) <= 24 * 30 for part in parts):
+            raise ValueError("a comma-separated list of whole hours between 1 and 720, e.g. 24 or 48,2")
+        return ",".join(parts)
+
+    @field_validator(
+        "email_sender", "jwt_secret_arn", "database_secret_arn", "database_host", "event_bus_name", "mail_dir"
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -124,6 +145,18 @@ class Settings(BaseSettings):
                 f"{MIN_SECRET_LENGTH} characters (or JWT_SECRET_ARN) is required when APP_ENV={self.app_env}"
             )
         return self
+
+    @property
+    def reminder_hours(self) -> tuple[int, ...]:
+        return tuple(sorted({int(part) for part in self.reminder_hours_before.split(",")}, reverse=True))
+
+    @property
+    def allows_private_webhooks(self) -> bool:
+        return self.webhook_allow_private if self.webhook_allow_private is not None else self.app_env == "local"
+
+    @property
+    def mail_directory(self) -> str | None:
+        return self.mail_dir or (".local/mail" if self.app_env == "local" else None)
 
     @property
     def cache_enabled(self) -> bool:

@@ -108,7 +108,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _prepare_database()
     _check_redis()
     template = REPO_ROOT / "template.yaml"
-    serve(template, host=args.host, port=args.port, background_tasks=scheduled_tasks(template))
+    # The events function's dispatch pass (outbox, webhooks, mail, reminders) runs every
+    # LOCAL_DISPATCH_SECONDS, so a change's webhooks and mail go out within seconds.
+    dispatch_every = float(os.environ.get("LOCAL_DISPATCH_SECONDS", "2"))
+    tasks = scheduled_tasks(template, intervals={"EventsFunction": dispatch_every})
+    serve(template, host=args.host, port=args.port, background_tasks=tasks)
     return 0
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -212,18 +212,23 @@ class BackgroundTask:
     run_at_startup: bool = False
 
 
-def scheduled_tasks(template_path: Path, *, run_at_startup: bool = False) -> list[BackgroundTask]:
-    """Background tasks that invoke the template's scheduled functions at their rate."""
+def scheduled_tasks(
+    template_path: Path, *, run_at_startup: bool = False, intervals: Mapping[str, float] | None = None
+) -> list[BackgroundTask]:
+    """Background tasks that invoke the template's scheduled functions at their rate, or
+    every ``intervals[function name]`` seconds where given (a laptop wants its webhooks
+    and mail within seconds, not at the next minute)."""
     tasks: list[BackgroundTask] = []
     for schedule in load_schedules(template_path):
+        interval = (intervals or {}).get(schedule.function_name, schedule.interval_seconds)
 
         def fire(schedule: ScheduledFunction = schedule) -> object:
             return invoke(schedule, scheduled_event(schedule))
 
         tasks.append(
             BackgroundTask(
-                name=f"{schedule.function_name}.{schedule.event_name} {schedule.expression}",
-                interval_seconds=schedule.interval_seconds,
+                name=f"{schedule.function_name}.{schedule.event_name} every {interval:g} s",
+                interval_seconds=interval,
                 func=fire,
                 run_at_startup=run_at_startup,
             )

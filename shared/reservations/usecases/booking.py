@@ -123,6 +123,7 @@ class BookingUseCases:
             user = current_user(session, caller)
             appointment = self._service(session, now, request_id).record_attendance(user, appointment_id, attendance)
             result = appointment_view(appointment, now)
+        self._resources.publish_after_commit()
         if attendance == "no_show":
             self._resources.count("NoShows")
         else:
@@ -195,6 +196,7 @@ class BookingUseCases:
             result = appointment_view(action(self._service(session, now, request_id), user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
+        self._resources.publish_after_commit()
         self._resources.count(metric)
         return Replayable(result)
 

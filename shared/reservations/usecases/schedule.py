@@ -14,6 +14,7 @@ from reservations.domain.accounts import current_user
 from reservations.domain.availability import Availability
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Forbidden, NotFound, Unprocessable
+from reservations.domain.events import AVAILABILITY_UPDATED, availability_data, record_event
 from reservations.domain.policy import ProviderRules, rules_for
 from reservations.domain.providers import DirectoryPage, ProviderDirectory
 from reservations.domain.scheduling import (
@@ -73,6 +74,16 @@ class ScheduleUseCases:
             schedule = self._schedule(session)
             result = schedule.post_availability(current_user(session, caller), provider_id, posted)
             conflicts = [appointment_view(a, schedule.now) for a in result.conflicts]
+            if result.touched:
+                provider = session.get_one(User, provider_id)
+                record_event(
+                    session,
+                    AVAILABILITY_UPDATED,
+                    schedule.now,
+                    availability_data(provider_id, provider.timezone, result.touched, result.slots),
+                    provider_id=provider_id,
+                )
+        self._resources.publish_after_commit()
         return AvailabilityUpdate(len(result.touched), result.slots, conflicts)
 
     def stored_availability(self, caller: AccessClaims, provider_id: int) -> StoredAvailability:
