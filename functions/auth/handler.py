@@ -9,6 +9,7 @@ from fastapi import Form, status
 from reservations.composition import Container
 from reservations.http.app import create_app
 from reservations.http.deps import Caller, OptionalCaller
+from reservations.http.integration_schemas import MePatch
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.http.schemas import (
     MessageOut,
@@ -74,6 +75,11 @@ def password_reset_confirm(body: PasswordResetConfirm) -> MessageOut:
 @app.get("/me", response_model=UserOut)
 def me(caller: Caller) -> UserOut:
     return UserOut.model_validate(accounts.me(caller))
+
+
+@app.patch("/me", response_model=UserOut)
+def patch_me(body: MePatch, caller: Caller) -> UserOut:
+    return UserOut.model_validate(accounts.update_me(caller, body.changes()))
 
 
 handler = make_lambda_handler(app, container.settings)

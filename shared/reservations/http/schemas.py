@@ -193,6 +193,7 @@ class UserOut(BaseModel):
     email: str
     role: str
     timezone: str
+    notify_email: bool = True
 
 
 class TokenOut(BaseModel):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import User
 from reservations.adapters.security import AccessClaims
-from reservations.domain.accounts import AccountService, TokenPair, current_user
+from reservations.domain.accounts import AccountService, TokenPair, current_user, validate_timezone
 from reservations.usecases import Resources
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,20 @@ class AccountUseCases:
     def me(self, caller: AccessClaims) -> User:
         with self._resources.unit_of_work() as session:
             return current_user(session, caller)
+
+    def update_me(self, caller: AccessClaims, changes: Mapping[str, Any]) -> User:
+        """Name, time zone (mail shows times in it) and whether to receive notifications."""
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            if "name" in changes:
+                user.name = str(changes["name"])
+            if "timezone" in changes and changes["timezone"] != user.timezone:
+                user.timezone = validate_timezone(str(changes["timezone"]))
+                if user.role == "provider":
+                    user.slots_version += 1  # every local day shifts: all cached days are stale
+            if "notify_email" in changes:
+                user.notify_email = bool(changes["notify_email"])
+            return user
 
     def register(
         self, caller: AccessClaims | None, *, name: str, email: str, password: str, role: str, timezone: str
