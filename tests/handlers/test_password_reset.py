@@ -5,8 +5,8 @@ from __future__ import annotations
 import email
 import os
 import re
-from email import policy
 from collections.abc import Iterator
+from email import policy
 
 import boto3
 import pytest

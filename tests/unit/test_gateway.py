@@ -744,6 +744,14 @@ def test_scheduled_tasks_invoke_the_scheduled_function_with_eventbridge_events()
     assert constant == {"job": "sweep"}
 
 
+def test_a_scheduled_function_can_run_more_often_locally() -> None:
+    # make dev runs the events function's pass every few seconds, not at its minute rate.
+    every_two_seconds, with_input = scheduled_tasks(TEMPLATE, intervals={"TickFunction": 2})
+
+    assert (every_two_seconds.interval_seconds, with_input.interval_seconds) == (2, 2)
+    assert every_two_seconds.func() == {"ok": True, "function": "TickFunction"}
+
+
 def test_workers_are_daemon_threads_with_their_own_event_loop() -> None:
     workers = _DaemonWorkers(max_workers=5)
     barrier = threading.Barrier(5)

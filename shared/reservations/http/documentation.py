@@ -26,6 +26,7 @@ OPTIONAL_TOKEN = ("invalid_token", "token_expired", "token_revoked")
 STORE = ("invalid_value",)
 IDEMPOTENCY = ("idempotency_key_reused",)
 DATES = ("invalid_date_range",)
+WEBHOOK = {401: TOKEN, 403: ("wrong_role",), 404: ("webhook_not_found",)}
 
 ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     # --- auth ---------------------------------------------------------------------------
@@ -47,6 +48,7 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     "POST /password-reset/request": {},
     "POST /password-reset/confirm": {400: ("invalid_reset_token",), 422: ("invalid_password",)},
     "GET /me": {401: TOKEN},
+    "PATCH /me": {401: TOKEN, 422: ("invalid_timezone",)},
     # --- providers ----------------------------------------------------------------------
     "GET /providers": {401: TOKEN, 403: ("wrong_role",)},
     "POST /providers/{provider_id}/availability": {
@@ -154,6 +156,27 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     },
     "GET /appointments": {401: TOKEN, 403: ("wrong_role", "admin_required"), 422: DATES},
     "GET /appointments/{appointment_id}": {401: TOKEN, 403: ("wrong_role",), 404: ("appointment_not_found",)},
+    # --- integrations -------------------------------------------------------------------
+    "POST /webhooks": {
+        401: TOKEN,
+        403: ("wrong_role",),
+        409: ("too_many_webhooks",),
+        422: ("invalid_webhook_url", "invalid_events"),
+    },
+    "GET /webhooks": {401: TOKEN, 403: ("wrong_role",)},
+    "GET /webhooks/{webhook_id}": WEBHOOK,
+    "DELETE /webhooks/{webhook_id}": WEBHOOK,
+    "POST /webhooks/{webhook_id}/rotate-secret": WEBHOOK,
+    "POST /webhooks/{webhook_id}/ping": {**WEBHOOK, 409: ("webhook_disabled",)},
+    "GET /webhooks/{webhook_id}/deliveries": WEBHOOK,
+    "POST /webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {
+        401: TOKEN,
+        403: ("wrong_role",),
+        404: ("webhook_not_found", "delivery_not_found"),
+        409: ("webhook_disabled", "delivery_succeeded"),
+    },
+    "POST /me/calendar-feed": {401: TOKEN},
+    "GET /calendar/{token}": {404: ("calendar_not_found",)},
 }
 
 DESCRIPTIONS = {
