@@ -121,6 +121,72 @@ def response_sink() -> Iterator[Any]:
     thread.join(timeout=5)
 
 
+@pytest.fixture(scope="module")
+def aws_stub() -> Iterator[Any]:
+    """A local stand-in for the AWS APIs the functions call (AWS_ENDPOINT_URL points the
+    SDK here): EventBridge PutEvents (JSON 1.1) and SES SendRawEmail/SendEmail (query
+    protocol) succeed and are recorded as {"action", "params"}; anything else is refused
+    with a 400 and recorded too, so a test can tell what the code really calls."""
+    import threading
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    calls: list[dict[str, Any]] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode()
+            target = self.headers.get("X-Amz-Target") or ""
+            if target:  # JSON 1.1: EventBridge
+                action = target.rsplit(".", 1)[-1]
+                params = json.loads(body or "{}")
+                calls.append({"action": action, "params": params})
+                if action == "PutEvents":
+                    entries = [{"EventId": str(uuid.uuid4())} for _ in params.get("Entries", [])]
+                    self._answer(
+                        200, "application/x-amz-json-1.1", json.dumps({"FailedEntryCount": 0, "Entries": entries})
+                    )
+                else:
+                    self._answer(400, "application/x-amz-json-1.1", json.dumps({"__type": "UnknownOperationException"}))
+                return
+            form = {key: values[0] for key, values in parse_qs(body).items()}
+            action = form.get("Action", "")
+            calls.append({"action": action, "params": form})
+            if action in ("SendRawEmail", "SendEmail"):
+                result = (
+                    f'<{action}Response xmlns="http://ses.amazonaws.com/doc/2010-12-01/">'
+                    f"<{action}Result><MessageId>{uuid.uuid4()}</MessageId></{action}Result>"
+                    f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></{action}Response>"
+                )
+                self._answer(200, "text/xml", result)
+            else:
+                self._answer(
+                    400, "text/xml", "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>"
+                )
+
+        def _answer(self, status: int, content_type: str, text: str) -> None:
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.calls = calls  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield server
+    server.shutdown()
+    thread.join(timeout=5)
+
+
 @pytest.fixture
 def empty_database(database_url: str) -> Iterator[str]:
     """A new, empty database on the test server (dropped afterwards)."""

@@ -43,8 +43,10 @@ def foreign_modules() -> list[str]:
     roots = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     roots += [os.path.abspath(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")]
     outside = []
+    driver = sys.modules.get("__main__")
     for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) if name != "__main__" else None
+        # This driver is __main__; importing multiprocessing (boto3 does) aliases it as __mp_main__.
+        path = getattr(module, "__file__", None) if module is not driver else None
         if path and not any(os.path.abspath(path).startswith(root + os.sep) for root in roots):
             outside.append(f"{name} ({path})")
     return sorted(outside)

@@ -9,10 +9,12 @@ custom resource does), then the API functions serve it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,16 +22,26 @@ from urllib.parse import urlencode
 import pytest
 
 from reservations import migrations
+from reservations.adapters.event_bus import EVENT_SOURCE
 from reservations_dev import databases
-from tests.infra.helpers import REPO, Build, Invocation, invoke_built, load_event
+from reservations_dev.template import load_template
+from tests.infra.helpers import REPO, TEMPLATE, Build, Invocation, invoke_built, load_event
 
 JWT_SECRET = "infra-tier-secret-that-is-long-enough-0123456789"
 
 
+EMAIL_SENDER = "no-reply@example.com"
+EVENT_BUS_NAME = "reservations-infra-events"
+
+
 @pytest.fixture(scope="module")
-def lambda_env(empty_database_module: str) -> dict[str, str]:
+def lambda_env(empty_database_module: str, aws_stub: Any) -> dict[str, str]:
     return {
         "APP_ENV": "aws",
+        # SES and EventBridge as on AWS, answered by the local stub (nothing leaves the machine).
+        "EMAIL_SENDER": EMAIL_SENDER,
+        "EVENT_BUS_NAME": EVENT_BUS_NAME,
+        "AWS_ENDPOINT_URL": aws_stub.url,
         "DATABASE_URL": empty_database_module,
         "DATABASE_TLS": "false",
         "REDIS_URL": os.environ["REDIS_URL"],
@@ -219,11 +231,140 @@ def test_cache_sync_function_runs_a_scheduled_pass(invoke: Any, accounts: dict[s
     assert {"expired_holds", "keys_checked", "keys_repaired"} <= set(summary)
 
 
+def api_event(method: str, path: str, *, token: str | None = None, route_key: str | None = None) -> dict[str, Any]:
+    """The sample API event turned into ``method path`` (``route_key`` as the template declares it)."""
+    event = http("appointments-list.json", token=token)
+    if token is None:
+        event["headers"].pop("authorization")
+    event.pop("queryStringParameters")
+    event["rawQueryString"] = ""
+    event["rawPath"] = path
+    event["routeKey"] = event["requestContext"]["routeKey"] = route_key or f"{method} {path}"
+    event["requestContext"]["http"] = {**event["requestContext"]["http"], "method": method, "path": path}
+    return event
+
+
+def test_integrations_function_serves_calendar_feeds_and_guards_webhooks(invoke: Any, accounts: dict[str, Any]) -> None:
+    token = accounts["token"]  # the patient's
+    created = invoke("IntegrationsFunction", api_event("POST", "/me/calendar-feed", token=token)).ok()
+    assert created["statusCode"] == 201, created
+    feed_token = body_of(created)["url"].rstrip("/").rsplit("/", 1)[1]
+    feed = api_event("GET", f"/calendar/{feed_token}", route_key="GET /calendar/{token}")
+    feed["pathParameters"] = {"token": feed_token}
+    invocation = invoke(
+        "IntegrationsFunction",
+        feed,  # no bearer token: the feed URL is the credential
+        api_event("GET", "/webhooks", token=token),
+        api_event("GET", "/webhooks"),
+    )
+    calendar, patient_webhooks, anonymous = invocation.ok(0), invocation.ok(1), invocation.ok(2)
+    assert calendar["statusCode"] == 200, calendar
+    assert calendar["headers"]["content-type"].startswith("text/calendar")
+    assert "BEGIN:VCALENDAR" in calendar["body"]
+    assert patient_webhooks["statusCode"] == 403 and body_of(patient_webhooks)["code"] == "wrong_role"
+    assert anonymous["statusCode"] == 401
+
+
+def sqs_record(message_id: str, body: str) -> dict[str, Any]:
+    """An SQS record as Lambda's poller delivers it (the body: what the rule sent)."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"receipt-{message_id}",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1795507200000",
+            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+            "ApproximateFirstReceiveTimestamp": "1795507200001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:reservations-dev-EventsQueue-abc",
+        "awsRegion": "us-east-1",
+    }
+
+
+def test_events_function_reports_only_the_records_it_could_not_consume(invoke: Any, accounts: dict[str, Any]) -> None:
+    # The rule's target gets the whole EventBridge event; the outbox event is its detail.
+    detail = {
+        "id": str(uuid.uuid4()),
+        "type": "availability.updated",
+        "occurred_at": "2026-11-24T08:00:00Z",
+        "sequence": 1,
+        "data": {"provider_id": accounts["provider_id"]},
+    }
+    envelope = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail["type"],
+        "source": EVENT_SOURCE,
+        "account": "123456789012",
+        "time": detail["occurred_at"],
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }
+    batch = {"Records": [sqs_record("consumed", json.dumps(envelope)), sqs_record("broken", "not an event")]}
+    result = invoke("EventsFunction", batch).ok()
+    assert result == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
+
+
+def test_events_function_publishes_the_outbox_and_sends_queued_mail_as_iam_allows(
+    invoke: Any, accounts: dict[str, Any], aws_stub: Any, empty_database_module: str, source: dict[str, Any]
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    from reservations.adapters.mail import compose
+    from reservations.domain.events import enqueue_mail
+
+    # An unpublished outbox event and a queued message, as a write would have left them.
+    engine = create_engine(empty_database_module)
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(
+                text(
+                    "INSERT INTO outbox_events (type, occurred_at, provider_id, data) "
+                    "VALUES ('availability.updated', now(), :provider, CAST(:data AS jsonb))"
+                ),
+                {"provider": accounts["provider_id"], "data": json.dumps({"provider_id": accounts["provider_id"]})},
+            )
+            message = compose(sender=EMAIL_SENDER, to="pat@example.com", subject="infra", body="hello")
+            enqueue_mail(session, key=f"infra-{uuid.uuid4()}", user_id=None, message=message, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    aws_stub.calls.clear()
+
+    summary = invoke("EventsFunction", load_event("scheduled.json")).ok()
+    assert summary["published"] >= 1 and summary["mail_sent"] >= 1, summary
+
+    # What the code sent is exactly what the bus rule matches and the IAM policies allow.
+    resources = source["Resources"]
+    entries = [e for c in aws_stub.calls if c["action"] == "PutEvents" for e in c["params"]["Entries"]]
+    assert entries and {e["EventBusName"] for e in entries} == {EVENT_BUS_NAME}
+    (publish,) = resources["PublishEventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert {e["Source"] for e in entries} == {publish["Condition"]["StringEquals"]["events:source"]}
+    assert {e["Source"] for e in entries} == set(resources["EventsRule"]["Properties"]["EventPattern"]["source"])
+    assert "availability.updated" in {e["DetailType"] for e in entries}
+    assert all(json.loads(e["Detail"])["type"] == e["DetailType"] for e in entries)
+    (mail,) = resources["SendMailPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    sent = [c for c in aws_stub.calls if c["action"].startswith("Send")]
+    assert sent and all(f"ses:{c['action']}" in mail["Action"] for c in sent)
+    assert {c["params"]["Source"] for c in sent} == {EMAIL_SENDER}  # the ses:FromAddress condition
+    assert {c["action"] for c in aws_stub.calls} <= {"PutEvents", "SendRawEmail", "SendEmail"}
+
+
 def test_cold_imports_use_only_the_build(invoke: Any, migrated: dict[str, Any]) -> None:
     # foreign_modules is checked on every invocation; this one also records the import time.
     invocation = invoke("AuthFunction", load_event("http-api-request.json"))
     assert invocation.ok()["statusCode"] == 401
     assert invocation.init_seconds < 10
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    return load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def test_merged_document_is_one_api_with_shared_components() -> None:
     document = json.loads((REPO / "openapi.json").read_text())
     assert document["info"]["title"] == "Reservations API"
     tags = {op["tags"][0] for item in document["paths"].values() for op in item.values()}
-    assert tags == {"auth", "providers", "appointments"}
+    assert tags == {"auth", "providers", "appointments", "integrations"}
     assert "OAuth2PasswordBearer" in document["components"]["securitySchemes"]
     # Every $ref resolves inside the merged document.
     text = json.dumps(document)

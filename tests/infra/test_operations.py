@@ -193,6 +193,42 @@ def test_sync_pass_alarms_when_it_fails_or_stops_running(transformed: dict[str, 
     assert transformed["Parameters"]["SyncScheduleRate"]["Default"] == "rate(5 minutes)"  # well inside 15 minutes
 
 
+def test_events_alarms_cover_dead_letters_queue_age_outbox_lag_and_failures(transformed: dict[str, Any]) -> None:
+    ns = namespace(transformed)
+    dead_letters = the_alarm(
+        transformed,
+        "ApproximateNumberOfMessagesVisible",
+        QueueName={"Fn::GetAtt": ["EventsDeadLetterQueue", "QueueName"]},
+    )
+    assert dead_letters["Namespace"] == "AWS/SQS"
+    assert dead_letters["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and dead_letters["Threshold"] == 1
+    assert dead_letters["EvaluationPeriods"] == 1  # one parked event is already worth a look
+    waiting = the_alarm(
+        transformed, "ApproximateAgeOfOldestMessage", QueueName={"Fn::GetAtt": ["EventsQueue", "QueueName"]}
+    )
+    # Longer than a healthy retry (visibility timeout) would keep an event waiting.
+    assert waiting["Threshold"] >= transformed["Resources"]["EventsQueue"]["Properties"]["VisibilityTimeout"]
+
+    lag = the_alarm(transformed, "OutboxLagSeconds")
+    assert lag["Namespace"] == ns
+    assert lag["Dimensions"] == [{"Name": "service", "Value": "reservations"}]
+    assert lag["Statistic"] == "Maximum"
+    assert lag["ComparisonOperator"] == "GreaterThanThreshold" and lag["Threshold"] == 300
+    assert lag["EvaluationPeriods"] == lag["DatapointsToAlarm"] == 3
+    # Every dispatch pass reports the lag (0 when the outbox is empty): no datapoint
+    # means no pass finished, which is the same outage.
+    assert lag["TreatMissingData"] == "breaching"
+    assert lag["Period"] * lag["EvaluationPeriods"] <= 15 * 60
+
+    errors = the_alarm(transformed, "Errors", FunctionName={"Ref": "EventsFunction"})
+    assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and errors["Threshold"] == 1
+
+    webhooks = the_alarm(transformed, "WebhookFailures")
+    assert {m["MetricName"] for m in alarm_metrics({"Properties": webhooks})} == {"WebhookFailures", "WebhookAttempts"}
+    (expression,) = [q["Expression"] for q in webhooks["Metrics"] if "Expression" in q]
+    assert "100 * failures / attempts" in expression
+
+
 def test_cache_outage_alarm_reads_the_metric_of_the_circuit_breaker(transformed: dict[str, Any]) -> None:
     alarm = the_alarm(transformed, "CacheUnavailable")
     assert alarm["Namespace"] == namespace(transformed)
@@ -256,11 +292,29 @@ def test_dashboard_shows_requests_latency_errors_cold_starts_bookings_cache_and_
         (ns, "CacheKeysChecked"),
         (ns, "CacheKeysRepaired"),
         (ns, "SyncDuration"),
+        (ns, "EventsPublished"),
+        (ns, "EventsConsumed"),
+        (ns, "OutboxLagSeconds"),
+        (ns, "RemindersQueued"),
+        (ns, "WebhookAttempts"),
+        (ns, "WebhookFailures"),
+        (ns, "MailSent"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
     ]:
         assert expected in names, expected
     # Cold starts: Powertools' ColdStart carries function_name (the deployed name) and service.
     cold = {dims["function_name"] for namespace_, name, dims in metrics if (namespace_, name) == (ns, "ColdStart")}
-    assert cold == {f"${{{f}}}" for f in (*API_FUNCTIONS, "CacheSyncFunction")}
+    assert cold == {f"${{{f}}}" for f in (*API_FUNCTIONS, "CacheSyncFunction", "EventsFunction")}
+    # Every function's duration, errors and throttles are graphed (migrate's only errors, by its alarm).
+    for metric in ("Duration", "Errors"):
+        graphed = {
+            dims["FunctionName"] for namespace_, name, dims in metrics if (namespace_, name) == ("AWS/Lambda", metric)
+        }
+        assert graphed >= {f"${{{f}}}" for f in (*API_FUNCTIONS, "CacheSyncFunction", "EventsFunction")}, metric
+    # Both queues: what waits, and what was parked.
+    queues = {dims["QueueName"] for namespace_, name, dims in metrics if namespace_ == "AWS/SQS"}
+    assert queues == {"${EventsQueue.QueueName}", "${EventsDeadLetterQueue.QueueName}"}
     # The code's metrics carry the service dimension (the access-log one is the template's).
     from_logs = {
         t["MetricName"]
@@ -310,7 +364,7 @@ def test_every_custom_metric_of_the_alarms_and_dashboard_is_emitted(transformed:
         for transformation in metric_filter["Properties"]["MetricTransformations"]:
             emitted.setdefault(transformation["MetricName"], []).append("template.yaml")
     referenced = referenced_custom_metrics(transformed)
-    assert {"ColdStart", "CacheUnavailable", "SyncDuration"} <= set(referenced)
+    assert {"ColdStart", "CacheUnavailable", "SyncDuration", "OutboxLagSeconds", "WebhookFailures"} <= set(referenced)
     missing = {name: sorted(set(users)) for name, users in referenced.items() if name not in emitted}
     assert missing == {}, (
         f"metrics in namespace {namespace(transformed)!r} that no code emits "
@@ -322,5 +376,7 @@ def test_metric_scan_finds_the_known_emitters() -> None:
     emitted = emitted_metric_names()
     where = {name: {Path(p).as_posix() for p in paths} for name, paths in emitted.items()}
     assert "functions/cache_sync/handler.py" in where["SyncDuration"]
+    for name in ("OutboxLagSeconds", "EventsPublished", "EventsConsumed", "WebhookFailures", "WebhookAttempts"):
+        assert "functions/events/handler.py" in where[name], name
     assert "shared/reservations/composition.py" in where["CacheUnavailable"]
     assert "shared/reservations/http/lambda_entry.py" in where["ColdStart"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from reservations_dev.template import load_routes
 from tests.infra.helpers import REPO, TEMPLATE
 
 NOT_FOUND = {"message": "Not Found"}
+PATH_PARAMETER = re.compile(r"\{[^}]+\}")
 
 
 def template_routes() -> dict[str, set[tuple[str, str]]]:
@@ -33,7 +35,13 @@ def template_routes() -> dict[str, set[tuple[str, str]]]:
 
 def test_every_fastapi_route_is_in_the_template_and_vice_versa(database_url: str) -> None:
     declared = template_routes()
-    assert set(declared) == {"AuthFunction", "ProvidersFunction", "AppointmentsFunction", "DocsFunction"}
+    assert set(declared) == {
+        "AuthFunction",
+        "ProvidersFunction",
+        "AppointmentsFunction",
+        "IntegrationsFunction",
+        "DocsFunction",
+    }
     functions = {r.function_name: r for r in load_routes(TEMPLATE)}
     for function_name, routes in declared.items():
         app = load_module(functions[function_name], fresh=True).app
@@ -42,6 +50,23 @@ def test_every_fastapi_route_is_in_the_template_and_vice_versa(database_url: str
         served = {(method, r.path) for r in app.routes if isinstance(r, APIRoute) for method in r.methods - {"HEAD"}}
         only_app, only_template = sorted(served - routes), sorted(routes - served)
         assert served == routes, f"{function_name}: only in the app {only_app}, only in the template {only_template}"
+
+
+def test_integrations_and_patch_me_are_routed_to_their_functions() -> None:
+    declared = template_routes()
+    assert declared["IntegrationsFunction"] == {
+        ("POST", "/webhooks"),
+        ("GET", "/webhooks"),
+        ("GET", "/webhooks/{webhook_id}"),
+        ("DELETE", "/webhooks/{webhook_id}"),
+        ("POST", "/webhooks/{webhook_id}/rotate-secret"),
+        ("POST", "/webhooks/{webhook_id}/ping"),
+        ("GET", "/webhooks/{webhook_id}/deliveries"),
+        ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"),
+        ("POST", "/me/calendar-feed"),
+        ("GET", "/calendar/{token}"),
+    }
+    assert {("GET", "/me"), ("PATCH", "/me")} <= declared["AuthFunction"]
 
 
 def test_openapi_json_documents_every_api_route() -> None:
@@ -67,7 +92,7 @@ def test_local_gateway_serves_exactly_the_template_routes(gateway: tuple[str, An
     }
     with httpx.Client(base_url=url, timeout=60) as client:
         for route in app.state.routes:
-            path = route.path.replace("{provider_id}", "1").replace("{appointment_id}", "1")
+            path = PATH_PARAMETER.sub("1", route.path)
             response = client.request(route.method, path)
             # The function answered (an auth or validation error is fine): the gateway routed it.
             assert "apigw-requestid" in response.headers, (route.route_key, response.status_code)

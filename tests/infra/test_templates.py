@@ -20,15 +20,27 @@ import pytest
 from reservations_dev.template import load_template
 from tests.infra.helpers import DATA_STACK, REPO, TEMPLATE, run
 
-SENSITIVE_ROUTES = {"POST /token", "POST /register", "POST /password-reset/request", "POST /password-reset/confirm"}
-API_FUNCTIONS = ("AuthFunction", "ProvidersFunction", "AppointmentsFunction", "DocsFunction")
+SENSITIVE_ROUTES = {
+    "POST /token",
+    "POST /register",
+    "POST /password-reset/request",
+    "POST /password-reset/confirm",
+    "POST /email-verification/request",
+    "POST /email-verification/confirm",
+}
+API_FUNCTIONS = ("AuthFunction", "ProvidersFunction", "AppointmentsFunction", "IntegrationsFunction", "DocsFunction")
 DATABASE_FUNCTIONS = (
     "AuthFunction",
     "ProvidersFunction",
     "AppointmentsFunction",
+    "IntegrationsFunction",
     "CacheSyncFunction",
+    "EventsFunction",
     "MigrateFunction",
 )
+# The functions that publish to the event bus: every API function that writes, and the
+# events function's dispatch pass (the outbox's safety net).
+PUBLISHERS = ("AuthFunction", "ProvidersFunction", "AppointmentsFunction", "IntegrationsFunction", "EventsFunction")
 ALL_FUNCTIONS = (*DATABASE_FUNCTIONS, "DocsFunction")
 API_GATEWAY_TIMEOUT_SECONDS = 30
 
@@ -143,9 +155,22 @@ def test_vpc_config_only_when_subnets_and_security_groups_are_given(transformed:
     assert "InVpc" in transformed["Conditions"]
 
 
+def schedules(document: dict[str, Any]) -> dict[str, list[Any]]:
+    """Function logical id -> the schedule expressions of the rules that invoke it."""
+    found: dict[str, list[Any]] = {}
+    for rule in resources_of(document, "AWS::Events::Rule").values():
+        props = rule["Properties"]
+        if "ScheduleExpression" in props:
+            for target in props["Targets"]:
+                found.setdefault(target["Arn"]["Fn::GetAtt"][0], []).append(props["ScheduleExpression"])
+    return found
+
+
 def test_cache_sync_runs_on_the_schedule_parameter(transformed: dict[str, Any]) -> None:
-    rules = resources_of(transformed, "AWS::Events::Rule")
-    assert [r["Properties"]["ScheduleExpression"] for r in rules.values()] == [{"Ref": "SyncScheduleRate"}]
+    assert schedules(transformed) == {
+        "CacheSyncFunction": [{"Ref": "SyncScheduleRate"}],
+        "EventsFunction": ["rate(1 minute)"],
+    }
 
 
 # --------------------------------------------------------------------------- HTTP API
@@ -224,19 +249,25 @@ def test_functions_read_only_the_named_secrets(transformed: dict[str, Any]) -> N
         for statement in _statements(transformed, roles[function["Properties"]["Role"]["Fn::GetAtt"][0]])
         if statement["Resource"] == {"Ref": "JwtSecretArn"}
     }
-    assert readers == {"AuthFunction", "ProvidersFunction", "AppointmentsFunction"}
+    # The API functions that verify bearer tokens; the events function signs nothing.
+    assert readers == {"AuthFunction", "ProvidersFunction", "AppointmentsFunction", "IntegrationsFunction"}
 
 
 def test_email_only_from_the_sender_identity(transformed: dict[str, Any]) -> None:
-    policy = transformed["Resources"]["SendResetMailPolicy"]
-    assert policy["Condition"] == "HasEmailSender"
+    policy = transformed["Resources"]["SendMailPolicy"]
+    assert "Condition" not in policy  # EmailSender is required: APP_ENV=aws refuses to start without it
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "ses:SendEmail"
+    # The mailer sends raw RFC 5322 messages (SesMailer: send_raw_email), attachments included.
+    assert sorted(statement["Action"]) == ["ses:SendEmail", "ses:SendRawEmail"]
+    assert "send_raw_email" in (REPO / "shared" / "reservations" / "adapters" / "mail.py").read_text()
     assert all(":identity/" in json.dumps(resource) for resource in statement["Resource"])
     assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "EmailSender"}}}
     roles = resources_of(transformed, "AWS::IAM::Role")
-    senders = [name for name, role in roles.items() if "SendResetMailPolicy" in json.dumps(role)]
-    assert senders == ["AuthFunctionRole"]
+    senders = {name for name, role in roles.items() if "SendMailPolicy" in json.dumps(role)}
+    # All mail is queued in outgoing_mail and sent by the events function alone.
+    assert senders == {"EventsFunctionRole"}
+    for name, role in roles.items():
+        assert "ses:" not in json.dumps(role.get("Properties", {}).get("Policies", [])), name
 
 
 def test_vpc_permissions_only_when_in_a_vpc(transformed: dict[str, Any]) -> None:
@@ -259,7 +290,14 @@ def test_migrations_run_as_a_custom_resource_on_every_layer_change(transformed: 
     layer = next(iter(resources_of(transformed, "AWS::Lambda::LayerVersion")))
     assert props["SharedLayerVersion"] == {"Ref": layer}
     assert int(props["ServiceTimeout"]) > resources["MigrateFunction"]["Properties"]["Timeout"]
-    for name in ("AuthFunction", "ProvidersFunction", "AppointmentsFunction", "CacheSyncFunction"):
+    for name in (
+        "AuthFunction",
+        "ProvidersFunction",
+        "AppointmentsFunction",
+        "IntegrationsFunction",
+        "CacheSyncFunction",
+        "EventsFunction",
+    ):
         depends = resources[name].get("DependsOn", [])
         assert "DatabaseMigrations" in (depends if isinstance(depends, list) else [depends]), name
 
@@ -284,8 +322,17 @@ def test_parameters_cover_database_cache_secrets_sender_vpc_and_stage(source: di
         "Stage",
         "CorsOrigins",
         "SyncScheduleRate",
+        "ReminderHoursBefore",
+        "OutboxRetentionDays",
     ):
         assert name in parameters, name
+    # Every parameter is in exactly one group of the console's parameter form.
+    groups = source["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) <= set(parameters), sorted(set(grouped) - set(parameters))
+    events_group = next(g for g in groups if g["Label"]["default"] == "Events and notifications")
+    assert events_group["Parameters"] == ["ReminderHoursBefore", "OutboxRetentionDays"]
     assert parameters["DatabaseUrl"]["NoEcho"] is True
     assert set(source["Rules"]) == {"DatabaseIsConfigured", "VpcIsComplete"}
 
