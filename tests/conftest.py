@@ -22,6 +22,12 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     JWT_SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
+    # The suite signs in thousands of times from one address; the rate-limit tests set
+    # their own tight limits.
+    RATE_LIMIT_PER_ADDRESS="100000/minute",
+    RATE_LIMIT_PER_ACCOUNT="100000/minute",
+    # Races reuse one patient over many rounds; the cap's own test sets it low.
+    MAX_FUTURE_APPOINTMENTS_PER_PATIENT="1000",
     # A Redis database of the suite's own, so tests never touch a developer's cache.
     REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
 )

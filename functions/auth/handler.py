@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Form, status
+from fastapi import Form, Request, Response, status
 
 from reservations.composition import Container
+from reservations.http import client_limits
 from reservations.http.app import create_app
+from reservations.http.client_limits import enforce, source_ip
 from reservations.http.deps import Caller, OptionalCaller
 from reservations.http.integration_schemas import MePatch
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.http.schemas import (
+    LogoutRequest,
     MessageOut,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -20,18 +23,21 @@ from reservations.http.schemas import (
     ResetPasswordRequest,
     TokenOut,
     UserOut,
+    VerificationConfirm,
 )
 
 # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
 container = Container()
 app = create_app("Reservations auth", container)
+client_limits.install(app)
 accounts = container.accounts
 
 RESET_REQUESTED = "if an account exists for this e-mail, a reset message has been sent"
 
 
 @app.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-def register(body: RegisterRequest, caller: OptionalCaller) -> UserOut:
+def register(body: RegisterRequest, caller: OptionalCaller, request: Request) -> UserOut:
+    enforce(request, container, "register", account=str(body.email))
     user = accounts.register(
         caller, name=body.name, email=str(body.email), password=body.password, role=body.role, timezone=body.timezone
     )
@@ -42,8 +48,10 @@ def register(body: RegisterRequest, caller: OptionalCaller) -> UserOut:
 def token(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
+    request: Request,
 ) -> TokenOut:
-    pair = accounts.login(username, password)
+    enforce(request, container, "token", account=username)
+    pair = accounts.login(username, password, source_ip=source_ip(request))
     return TokenOut(access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token)
 
 
@@ -54,20 +62,29 @@ def refresh(body: RefreshRequest) -> TokenOut:
 
 
 @app.post("/reset-password", response_model=MessageOut)
-def reset_password(body: ResetPasswordRequest, caller: Caller) -> MessageOut:
+def reset_password(body: ResetPasswordRequest, caller: Caller, request: Request) -> MessageOut:
+    enforce(request, container, "reset-password", account=f"user:{caller.user_id}")
     email = str(body.email) if body.email is not None else None
-    accounts.reset_password(caller, email=email, current_password=body.current_password, new_password=body.new_password)
+    accounts.reset_password(
+        caller,
+        email=email,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        source_ip=source_ip(request),
+    )
     return MessageOut(message="password updated; earlier tokens no longer work")
 
 
 @app.post("/password-reset/request", status_code=status.HTTP_202_ACCEPTED, response_model=MessageOut)
-def password_reset_request(body: PasswordResetRequest) -> MessageOut:
+def password_reset_request(body: PasswordResetRequest, request: Request) -> MessageOut:
+    enforce(request, container, "password-reset", account=str(body.email))
     accounts.request_password_reset(str(body.email))
     return MessageOut(message=RESET_REQUESTED)
 
 
 @app.post("/password-reset/confirm", response_model=MessageOut)
-def password_reset_confirm(body: PasswordResetConfirm) -> MessageOut:
+def password_reset_confirm(body: PasswordResetConfirm, request: Request) -> MessageOut:
+    enforce(request, container, "password-reset")
     accounts.confirm_password_reset(body.token, body.new_password)
     return MessageOut(message="password updated; sign in with the new password")
 
@@ -80,6 +97,31 @@ def me(caller: Caller) -> UserOut:
 @app.patch("/me", response_model=UserOut)
 def patch_me(body: MePatch, caller: Caller) -> UserOut:
     return UserOut.model_validate(accounts.update_me(caller, body.changes()))
+
+
+@app.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def logout(body: LogoutRequest) -> Response:
+    accounts.logout(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@app.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def logout_all(caller: Caller) -> Response:
+    accounts.logout_everywhere(caller)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@app.post("/email-verification/request", status_code=status.HTTP_202_ACCEPTED, response_model=MessageOut)
+def email_verification_request(caller: Caller, request: Request) -> MessageOut:
+    enforce(request, container, "email-verification", account=f"user:{caller.user_id}")
+    accounts.request_email_verification(caller)
+    return MessageOut(message="if the address is not verified yet, a confirmation token has been sent to it")
+
+
+@app.post("/email-verification/confirm", response_model=UserOut)
+def email_verification_confirm(body: VerificationConfirm, request: Request) -> UserOut:
+    enforce(request, container, "email-verification")
+    return UserOut.model_validate(accounts.confirm_email_verification(body.token))
 
 
 handler = make_lambda_handler(app, container.settings)

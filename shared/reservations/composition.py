@@ -21,15 +21,16 @@ from sqlalchemy.orm import Session
 
 from reservations.adapters.credentials import SECRET_CACHE_SECONDS, database_url, refresh_credentials_on_connect
 from reservations.adapters.db import make_engine, unit_of_work
-from reservations.adapters.mail import LogMailer, Mailer, SesMailer
+from reservations.adapters.mail import LOCAL_SENDER, LogMailer, Mailer, SesMailer
 from reservations.adapters.security import PasswordHasher, SigningKeys, TokenCodec
-from reservations.config import Settings, settings_from_environment
+from reservations.config import MIN_SECRET_LENGTH, ConfigurationError, Settings, settings_from_environment
 from reservations.domain.accounts import AccountPolicy
 from reservations.domain.policy import BookingPolicy
 from reservations.domain.scheduling import DayStore, NoStore
 
 if TYPE_CHECKING:
     from reservations.adapters.event_bus import EventSink
+    from reservations.adapters.rate_limit import NoLimiter, RateLimiter
     from reservations.adapters.webhook_transport import WebhookTransport
     from reservations.usecases.accounts import AccountUseCases
     from reservations.usecases.booking import BookingUseCases
@@ -93,7 +94,10 @@ class Container:
             from aws_lambda_powertools.utilities import parameters
 
             secret = parameters.get_secret(self.settings.jwt_secret_arn, max_age=SECRET_CACHE_SECONDS)
-            return SigningKeys.from_secret(str(secret))
+            try:
+                return SigningKeys.from_secret(str(secret), min_bytes=MIN_SECRET_LENGTH)
+            except ValueError as error:
+                raise ConfigurationError(f"JWT_SECRET_ARN: {error}") from None
         return self._local_keys
 
     @cached_property
@@ -153,6 +157,24 @@ class Container:
             self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=self._redis_outage
         )
 
+    @cached_property
+    def rate_limiter(self) -> RateLimiter | NoLimiter:
+        """Per-client limits in Redis; none without Redis (the Postgres lockout still holds)."""
+        from reservations.adapters.rate_limit import NoLimiter, RateLimiter
+
+        if not self.settings.cache_enabled:
+            return NoLimiter()
+        return RateLimiter(self.settings.redis_url, on_open=self._limiter_outage)
+
+    def _limiter_outage(self, error: BaseException) -> None:
+        from reservations.adapters.rate_limit import CIRCUIT_SECONDS
+
+        logger.warning(
+            "rate limiter unavailable (%s); allowing requests for %.0f s (the login lockout still holds)",
+            type(error).__name__,
+            CIRCUIT_SECONDS,
+        )
+
     @property
     def account_policy(self) -> AccountPolicy:
         s = self.settings
@@ -162,6 +184,10 @@ class Container:
             login_max_failures=s.login_max_failures,
             login_lockout=timedelta(minutes=s.login_lockout_minutes),
             reset_ttl=timedelta(minutes=s.password_reset_expire_minutes),
+            login_account_max_failures=s.login_account_max_failures,
+            reset_cooldown=timedelta(minutes=s.password_reset_cooldown_minutes),
+            mail_sender=s.email_sender or LOCAL_SENDER,
+            reset_url=s.password_reset_url,
         )
 
     @property
@@ -172,6 +198,8 @@ class Container:
             horizon=timedelta(days=s.max_booking_horizon_days),
             hold_ttl=timedelta(minutes=s.confirmation_grace_period_minutes),
             max_active_holds=s.max_active_holds,
+            max_future_appointments=s.max_future_appointments_per_patient,
+            require_verified_email=s.require_verified_email,
         )
 
     def metrics(self) -> Any:

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     cache_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    # The looser ceiling per account, whatever the addresses (LOGIN_MAX_FAILURES is per
+    # account and address, so an attacker cannot lock the owner out from elsewhere).
+    login_account_max_failures: int = Field(default=50, ge=1, le=10_000)
+    # Per-client limits in the `limits` notation; unset: the defaults below (x10 locally).
+    rate_limit_per_address: str | None = None
+    rate_limit_per_account: str | None = None
+    password_reset_cooldown_minutes: float = Field(default=5, ge=0, le=24 * 60)
+    max_future_appointments_per_patient: int = Field(default=10, ge=1, le=1000)
+    require_verified_email: bool = False
     password_reset_expire_minutes: float = Field(default=30, gt=0, le=24 * 60)
     # argon2id cost; tests lower it, production keeps the library's recommended values.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
@@ -117,6 +126,19 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone '{value}'") from error
         return value
 
+    @field_validator("rate_limit_per_address", "rate_limit_per_account")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("a rate in the limits notation, e.g. 60/minute or 5 per 10 seconds") from None
+        return value
+
     @field_validator("reminder_hours_before")
     @classmethod
     def _reminder_hours(cls, value: str) -> str:
@@ -146,6 +168,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mail_on_aws(self) -> Settings:
+        if self.app_env == "aws" and not self.email_sender:
+            raise ValueError(
+                "EMAIL_SENDER: an SES-verified sender is required when APP_ENV=aws "
+                "(without it reset and verification tokens could not be delivered)"
+            )
+        return self
+
+    @property
+    def address_rate(self) -> str:
+        return self.rate_limit_per_address or ("600/minute" if self.app_env != "aws" else "60/minute")
+
+    @property
+    def account_rate(self) -> str:
+        return self.rate_limit_per_account or ("100/minute" if self.app_env != "aws" else "10/minute")
+
     @property
     def reminder_hours(self) -> tuple[int, ...]:
         return tuple(sorted({int(part) for part in self.reminder_hours_before.split(",")}, reverse=True))
@@ -173,6 +212,16 @@ class Settings(BaseSettings):
         return LOCAL_PLACEHOLDER_SECRET
 
 
+# Values never echoed in a configuration error: secrets, and URLs that may carry credentials.
+_NEVER_ECHOED = ("SECRET", "PASSWORD", "KEY", "TOKEN", "URL")
+
+
+def _echo(name: str, value: object) -> str:
+    if any(part in name for part in _NEVER_ECHOED):
+        return ""
+    return f" (got {json.dumps(value, default=str)[:80]})"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; turn pydantic's report into one line per bad variable."""
     try:
@@ -182,11 +231,7 @@ def load_settings(**overrides: object) -> Settings:
         for item in error.errors():
             name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(
-                f"{name}: {message} (got {json.dumps(item.get('input'), default=str)[:80]})"
-                if name != "settings"
-                else message
-            )
+            problems.append(f"{name}: {message}{_echo(name, item.get('input'))}" if name != "settings" else message)
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -305,6 +305,7 @@ def http_event(
     token: str | None = None,
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
+    source_ip: str | None = None,
 ) -> dict[str, Any]:
     """The payload 2.0 event of one request, as from events/http-api-request.json.
 
@@ -338,7 +339,7 @@ def http_event(
         headers=all_headers.items(),
         body=body.encode(),
         route_key=f"{method} {path}",
-        source_ip=sample_context["http"]["sourceIp"],
+        source_ip=source_ip or sample_context["http"]["sourceIp"],
         protocol=sample_context["http"]["protocol"],
         scheme=sample["headers"]["x-forwarded-proto"],
         server_port=int(sample["headers"]["x-forwarded-port"]),

@@ -32,7 +32,7 @@ def test_register_returns_profile_with_default_timezone(auth: FunctionClient) ->
         "/register", json_body={"name": "Pat", "email": email, "password": "password1", "role": "patient"}
     )
     assert response.status == 201
-    assert set(response.body) == {"id", "name", "email", "role", "timezone", "notify_email"}
+    assert set(response.body) == {"id", "name", "email", "role", "timezone", "notify_email", "email_verified"}
     assert response.body["email"] == email
     assert response.body["role"] == "patient"
     assert response.body["timezone"] == "UTC"

@@ -179,9 +179,13 @@ def test_availability_body_over_64k_is_413(world: World) -> None:
     ("query", "status"),
     [
         ({"start_date": "2027-01-10", "end_date": "2027-01-09"}, 422),
-        ({"start_date": "2027-01-01", "end_date": "2027-02-01"}, 422),
-        ({"start_date": "2027-01-01", "end_date": "2027-01-31"}, 200),
+        ({"start_date": "2027-01-03", "end_date": "2027-02-03"}, 422),
+        ({"start_date": "2027-01-03", "end_date": "2027-02-02"}, 200),
         ({"start_date": "yesterday"}, 422),
+        # Yesterday at the earliest, 730 days ahead at the latest (NOW is 2027-01-04).
+        ({"start_date": "2027-01-02", "end_date": "2027-01-03"}, 422),
+        ({"start_date": "2029-01-03", "end_date": "2029-01-03"}, 200),
+        ({"start_date": "2029-01-03", "end_date": "2029-01-04"}, 422),
     ],
 )
 def test_time_slot_ranges(world: World, query: dict, status: int) -> None:

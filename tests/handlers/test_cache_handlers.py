@@ -236,8 +236,10 @@ class CachedProviders:
 
 
 def cached_providers(world: World, redis_url: str) -> CachedProviders:
-    world.settings(redis_url=redis_url)  # before any listing creates the cache
     provider, patient = world.user("provider"), world.user("patient")
+    # Only the slot cache's Redis changes (before any listing creates the cache): sign-ins
+    # keep the suite's Redis for their rate limits, so this Redis sees the cache alone.
+    container_of(world.providers).configure(redis_url=redis_url)
     world.post_availability(provider, WEEK)
     store = container_of(world.providers).day_store
     assert isinstance(store, SlotCache)
@@ -392,3 +394,13 @@ def test_a_hand_corrupted_value_is_repaired_by_the_scheduled_pass(sync_world: Sy
     repaired = providers.get(path, token=patient.token, query=WEDNESDAY)
     assert (repaired.headers["x-cache"], repaired.body) == ("hit", truth)
     redis.close()
+
+
+def test_days_past_the_horizon_are_empty_and_never_cached(world: World) -> None:
+    provider, patient = world.user("provider"), world.user("patient")
+    world.post_availability(provider, WEEK)
+    far = {"start_date": "2027-06-01", "end_date": "2027-06-07"}  # past the 90-day horizon
+    listed = world.providers.get(f"/providers/{provider['id']}/time-slots", token=patient["token"], query=far)
+    assert (listed.status, listed.body) == (200, [])
+    keys = container_of(world.providers).day_store.client.keys(f"provider:{provider['id']}:timeslots:2027-06-*")  # type: ignore[attr-defined]
+    assert keys == []

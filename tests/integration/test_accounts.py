@@ -152,7 +152,9 @@ def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  #
         new = {"kid": "k2", "secret": "second-secret-long-enough-for-hs256-000"}
         arn = client.create_secret(Name="jwt", SecretString=json.dumps({"keys": [old]}))["ARN"]
         parameters.clear_caches()
-        aws_settings = load_settings(database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn)
+        aws_settings = load_settings(
+            database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn, email_sender="no-reply@example.com"
+        )
         container = Container(aws_settings)
         now = container.now()
         token = container.token_codec().issue_access(
@@ -171,4 +173,23 @@ def test_jwt_secret_from_secrets_manager_with_key_rotation(settings) -> None:  #
         parameters.clear_caches()
         with pytest.raises(Unauthenticated):
             container.token_codec().decode_access(token, now=now)
+        parameters.clear_caches()
+
+
+def test_a_short_key_from_secrets_manager_is_refused_without_echoing_it(settings) -> None:  # type: ignore[no-untyped-def]
+    from aws_lambda_powertools.utilities import parameters
+
+    from reservations.config import ConfigurationError
+
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        keys = [{"kid": "long", "secret": "x" * 32}, {"kid": "short", "secret": "only-31-bytes-long-0123456789ab"}]
+        arn = client.create_secret(Name="jwt-short", SecretString=json.dumps({"keys": keys}))["ARN"]
+        parameters.clear_caches()
+        aws_settings = load_settings(
+            database_url=settings.database_url, app_env="aws", jwt_secret_arn=arn, email_sender="no-reply@example.com"
+        )
+        with pytest.raises(ConfigurationError, match="short") as refused:
+            Container(aws_settings).token_codec()
+        assert "only-31-bytes" not in str(refused.value)
         parameters.clear_caches()

@@ -57,8 +57,37 @@ def test_placeholder_secret_allowed_locally(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_secret_arn_satisfies_aws_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
-    settings = load_settings(app_env="aws", jwt_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:jwt")
+    settings = load_settings(
+        app_env="aws", jwt_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:jwt", email_sender="no-reply@x.org"
+    )
     assert settings.jwt_secret_arn
+
+
+def test_aws_mode_refuses_to_start_without_a_mail_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMAIL_SENDER", raising=False)
+    with pytest.raises(ConfigurationError, match="EMAIL_SENDER"):
+        load_settings(app_env="aws", jwt_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:jwt")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DATABASE_URL", "mysql://admin:hunter2-secret@db/x"), ("REDIS_URL", "http://:hunter2-secret@cache:6379")],
+)
+def test_configuration_errors_never_echo_credentials(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=variable) as raised:
+        load_settings()
+    assert "hunter2" not in str(raised.value)
+
+
+def test_rate_limits_take_the_limits_notation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATE_LIMIT_PER_ADDRESS", "lots")
+    with pytest.raises(ConfigurationError, match="RATE_LIMIT_PER_ADDRESS"):
+        load_settings()
+    monkeypatch.setenv("RATE_LIMIT_PER_ADDRESS", "5 per 10 seconds")
+    assert load_settings().address_rate == "5 per 10 seconds"
 
 
 def test_environment_wins_over_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

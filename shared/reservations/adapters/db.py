@@ -52,6 +52,8 @@ def make_engine(url: str, *, pool_size: int = 1, connect_timeout: float = 5.0, t
         pool_pre_ping=True,
         pool_timeout=30,
         connect_args=connect_args,
+        # A failed statement's error must not carry its parameters (e-mails, hashes) into logs.
+        hide_parameters=True,
     )
     _ping_treats_socket_errors_as_disconnects(engine)
     return engine
@@ -132,6 +134,7 @@ class User(Base):
     # Notifications (security mail is sent regardless) and the calendar feed's token, hashed.
     notify_email: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     calendar_feed_hash: Mapped[str | None] = mapped_column(String(64))
+    email_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class VisitType(Base):
@@ -195,6 +198,8 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     email_key: Mapped[str] = mapped_column(String(320))
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # API Gateway's source address: the lockout is per (account, address).
+    source_ip: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("login_failures_email_time", "email_key", "failed_at"),)
 
@@ -352,3 +357,24 @@ class Reminder(Base):
     hours_before: Mapped[int] = mapped_column(Integer, primary_key=True)
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PasswordResetRequest(Base):
+    """A forgot-password request as recorded on the request path (the same for known and
+    unknown addresses); the dispatch pass turns it into a token and a message."""
+
+    __tablename__ = "password_reset_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailVerificationToken(Base):
+    __tablename__ = "email_verification_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

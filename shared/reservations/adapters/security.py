@@ -64,9 +64,10 @@ class SigningKeys:
     keys: Mapping[str, str]
 
     @classmethod
-    def from_secret(cls, secret: str) -> SigningKeys:
+    def from_secret(cls, secret: str, *, min_bytes: int = 0) -> SigningKeys:
         """A plain string is one key; JSON `{"keys": [{"kid", "secret"}, ...]}` lists
-        several with the first active (the shape to use in Secrets Manager to rotate)."""
+        several with the first active (the shape to use in Secrets Manager to rotate).
+        Every key must have at least ``min_bytes`` bytes (HS256 wants 32: RFC 7518 3.2)."""
         stripped = secret.strip()
         if stripped.startswith("{"):
             document = json.loads(stripped)
@@ -74,9 +75,15 @@ class SigningKeys:
             if not entries:
                 raise ValueError("JWT secret JSON must contain a non-empty 'keys' list")
             keys = {str(entry["kid"]): str(entry["secret"]) for entry in entries}
-            return cls(active_kid=str(entries[0]["kid"]), keys=keys)
-        kid = hashlib.sha256(stripped.encode()).hexdigest()[:12]
-        return cls(active_kid=kid, keys={kid: stripped})
+            found = cls(active_kid=str(entries[0]["kid"]), keys=keys)
+        else:
+            kid = hashlib.sha256(stripped.encode()).hexdigest()[:12]
+            found = cls(active_kid=kid, keys={kid: stripped})
+        short = sorted(kid for kid, key in found.keys.items() if len(key.encode()) < min_bytes)
+        if short:
+            # Names the keys, never their values.
+            raise ValueError(f"JWT signing keys must have at least {min_bytes} bytes; too short: {', '.join(short)}")
+        return found
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from reservations.adapters.db import LoginFailure, PasswordResetToken, RefreshToken, User, sqlstate
+from reservations.adapters.db import (
+    EmailVerificationToken,
+    LoginFailure,
+    PasswordResetRequest,
+    PasswordResetToken,
+    RefreshToken,
+    User,
+    sqlstate,
+)
+from reservations.adapters.mail import compose
 from reservations.adapters.security import AccessClaims, PasswordHasher, TokenCodec, opaque_token, token_digest
 from reservations.domain.errors import (
     Conflict,
@@ -23,6 +32,7 @@ from reservations.domain.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from reservations.domain.events import enqueue_mail
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -37,12 +47,19 @@ class AccountPolicy:
     login_max_failures: int
     login_lockout: timedelta
     reset_ttl: timedelta
+    # The ceiling per account whatever the address; login_max_failures is per (account, address).
+    login_account_max_failures: int = 50
+    reset_cooldown: timedelta = timedelta(minutes=5)
+    verification_ttl: timedelta = timedelta(hours=24)
+    mail_sender: str = "reservations@localhost"
+    reset_url: str = ""
 
 
 @dataclass(frozen=True)
 class ResetMessage:
     """A reset token to send to its owner (only ever to them, never to a log or event)."""
 
+    user_id: int
     to: str
     subject: str
     body: str
@@ -143,35 +160,56 @@ class AccountService:
 
     # --- tokens --------------------------------------------------------------------
 
-    def login(self, email: str, password: str) -> TokenPair:
+    def login(self, email: str, password: str, *, source_ip: str | None = None) -> TokenPair:
         key = email_key(email)
         # Serialise attempts on one account so parallel guesses cannot exceed the limit.
         self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "login:" + key})
-        self._refuse_if_locked_out(key)
+        self._refuse_if_locked_out(key, source_ip)
         user = self._find_by_email(email)
         if not self.hasher.verify(password, user.password_hash if user else None) or user is None:
             # The failure must count even though the request fails.
-            self.session.add(LoginFailure(email_key=key, failed_at=self.now))
+            self.session.add(LoginFailure(email_key=key, failed_at=self.now, source_ip=source_ip))
             raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials", keep_changes=True)
-        self.session.execute(delete(LoginFailure).where(LoginFailure.email_key == key))
+        self._forget_failures(key, source_ip)
         return self._issue_pair(user, family_id=str(uuid.uuid4()))
 
-    def _refuse_if_locked_out(self, key: str) -> None:
-        window_start = self.now - self.policy.login_lockout
-        recent = self.session.scalars(
-            select(LoginFailure.failed_at)
-            .where(LoginFailure.email_key == key, LoginFailure.failed_at > window_start)
-            .order_by(LoginFailure.failed_at.desc())
-            .limit(self.policy.login_max_failures)
-        ).all()
-        if len(recent) >= self.policy.login_max_failures:
-            unlock_at = recent[-1] + self.policy.login_lockout
-            retry_after = int((unlock_at - self.now).total_seconds()) + 1
-            raise TooManyRequests(
-                "too many failed logins for this account; try again later",
-                retry_after_seconds=retry_after,
-                code="login_locked",
+    def _forget_failures(self, key: str, source_ip: str | None) -> None:
+        """A success clears its own address's failures; an attacker's elsewhere stay counted."""
+        self.session.execute(
+            delete(LoginFailure).where(
+                LoginFailure.email_key == key, LoginFailure.source_ip.is_not_distinct_from(source_ip)
             )
+        )
+
+    def _refuse_if_locked_out(self, key: str, source_ip: str | None) -> None:
+        """429 after LOGIN_MAX_FAILURES within the window from this address, or after the
+        looser per-account ceiling from anywhere: guessing from one address locks only that
+        address, so nobody can keep the owner out by failing on purpose."""
+        window_start = self.now - self.policy.login_lockout
+        recent_here = and_(
+            LoginFailure.email_key == key,
+            LoginFailure.failed_at > window_start,
+            LoginFailure.source_ip.is_not_distinct_from(source_ip),
+        )
+        for condition, ceiling, what in (
+            (recent_here, self.policy.login_max_failures, "this account from this address"),
+            (
+                and_(LoginFailure.email_key == key, LoginFailure.failed_at > window_start),
+                self.policy.login_account_max_failures,
+                "this account",
+            ),
+        ):
+            recent = self.session.scalars(
+                select(LoginFailure.failed_at).where(condition).order_by(LoginFailure.failed_at.desc()).limit(ceiling)
+            ).all()
+            if len(recent) >= ceiling:
+                unlock_at = recent[-1] + self.policy.login_lockout
+                retry_after = int((unlock_at - self.now).total_seconds()) + 1
+                raise TooManyRequests(
+                    f"too many failed attempts for {what}; try again later",
+                    retry_after_seconds=retry_after,
+                    code="login_locked",
+                )
 
     def refresh(self, refresh_token: str) -> TokenPair:
         stored = self.session.scalars(
@@ -214,30 +252,66 @@ class AccountService:
     # --- passwords -----------------------------------------------------------------
 
     def reset_password(
-        self, actor: User, *, email: str | None, current_password: str | None, new_password: str
+        self,
+        actor: User,
+        *,
+        email: str | None,
+        current_password: str | None,
+        new_password: str,
+        source_ip: str | None = None,
     ) -> None:
-        """A user's own change (``current_password``), or an admin's for anyone (``email``)."""
-        if email is not None and (actor.role == "admin" or email_key(email) != email_key(actor.email)):
-            self.admin_set_password(actor, email=email, new_password=new_password)
+        """A user's own change (``current_password``), or an admin's for another user
+        (``email``). An admin re-authenticates to change its own password or another admin's."""
+        if email is not None and email_key(email) != email_key(actor.email):
+            self.admin_set_password(
+                actor, email=email, new_password=new_password, current_password=current_password, source_ip=source_ip
+            )
         elif current_password is not None:
-            self.change_own_password(actor, current_password=current_password, new_password=new_password)
+            self.change_own_password(
+                actor, current_password=current_password, new_password=new_password, source_ip=source_ip
+            )
         else:
             raise InvalidRequest(
                 "give current_password to change your own password, or email (admins) to set another's",
                 code="missing_field",
             )
 
-    def change_own_password(self, user: User, *, current_password: str, new_password: str) -> None:
-        if not self.hasher.verify(current_password, user.password_hash):
-            raise InvalidRequest("current password is incorrect", code="wrong_password")
+    def _reauthenticate(self, user: User, password: str | None, source_ip: str | None) -> None:
+        """The current password, counted like a sign-in: a stolen access token does not
+        allow guessing it (each guess also costs an argon2 hash)."""
+        key = email_key(user.email)
+        self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "login:" + key})
+        self._refuse_if_locked_out(key, source_ip)
+        if password is None or not self.hasher.verify(password, user.password_hash):
+            self.session.add(LoginFailure(email_key=key, failed_at=self.now, source_ip=source_ip))
+            raise InvalidRequest("current password is incorrect", code="wrong_password", keep_changes=True)
+
+    def change_own_password(
+        self, user: User, *, current_password: str, new_password: str, source_ip: str | None = None
+    ) -> None:
+        self._reauthenticate(user, current_password, source_ip)
         self._set_password(user, new_password)
 
-    def admin_set_password(self, actor: User, *, email: str, new_password: str) -> User:
+    def admin_set_password(
+        self,
+        actor: User,
+        *,
+        email: str,
+        new_password: str,
+        current_password: str | None = None,
+        source_ip: str | None = None,
+    ) -> User:
         if actor.role != "admin":
             raise Forbidden("only an admin can set another user's password", code="admin_required")
         user = self._find_by_email(email)
         if user is None:
             raise NotFound("no account with this e-mail", code="user_not_found")
+        if user.role == "admin":
+            if current_password is None:
+                raise InvalidRequest(
+                    "setting another admin's password needs your current_password", code="missing_field"
+                )
+            self._reauthenticate(actor, current_password, source_ip)
         self._set_password(user, new_password)
         return user
 
@@ -251,15 +325,146 @@ class AccountService:
             .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=self.now)
         )
+        # Open reset links die with the old password.
+        self.session.execute(
+            update(PasswordResetToken)
+            .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+            .values(used_at=self.now)
+        )
         self.session.execute(delete(LoginFailure).where(LoginFailure.email_key == email_key(user.email)))
         self.session.flush()
         self.session.refresh(user)
+        # Security mail: sent whatever notify_email says.
+        message = compose(
+            sender=self.policy.mail_sender,
+            to=user.email,
+            subject="Your Reservations password was changed",
+            body=(
+                f"Hello {user.name},\n\nThe password of your account was changed at "
+                f"{self.now:%Y-%m-%d %H:%M} UTC, and every session was signed out.\n"
+                "If this was not you, reset your password at once and tell your clinic.\n"
+            ),
+        )
+        enqueue_mail(
+            self.session,
+            key=f"password-changed:{user.id}:{uuid.uuid4()}",
+            user_id=user.id,
+            message=message,
+            now=self.now,
+        )
+
+    # --- sessions ------------------------------------------------------------------
+
+    def logout(self, refresh_token: str) -> None:
+        """Revoke the refresh token's whole family (this sign-in on every device it was
+        refreshed on); unknown tokens are answered the same, revealing nothing."""
+        stored = self.session.scalars(
+            select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
+        ).first()
+        if stored is not None:
+            self.session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.family_id == stored.family_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=self.now)
+            )
+
+    def logout_everywhere(self, user: User) -> None:
+        """Every access and refresh token of the user stops working at once."""
+        user.token_version = User.token_version + 1
+        self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=self.now)
+        )
+        self.session.flush()
+
+    # --- e-mail verification -------------------------------------------------------
+
+    def request_email_verification(self, user: User) -> None:
+        if user.email_verified:
+            return
+        token = opaque_token()
+        self.session.execute(
+            update(EmailVerificationToken)
+            .where(EmailVerificationToken.user_id == user.id, EmailVerificationToken.used_at.is_(None))
+            .values(used_at=self.now)
+        )
+        self.session.add(
+            EmailVerificationToken(
+                token_hash=token_digest(token), user_id=user.id, expires_at=self.now + self.policy.verification_ttl
+            )
+        )
+        hours = int(self.policy.verification_ttl.total_seconds() // 3600)
+        message = compose(
+            sender=self.policy.mail_sender,
+            to=user.email,
+            subject="Confirm your e-mail address for Reservations",
+            body=(
+                f"Hello {user.name},\n\nUse this single-use token within {hours} hours to confirm your address:\n\n"
+                f'{token}\n\nPOST it to /email-verification/confirm as {{"token": "..."}}.\n'
+            ),
+        )
+        enqueue_mail(self.session, key=f"verify:{token_digest(token)}", user_id=user.id, message=message, now=self.now)
+
+    def confirm_email_verification(self, token: str) -> User:
+        stored = self.session.scalars(
+            select(EmailVerificationToken)
+            .where(EmailVerificationToken.token_hash == token_digest(token))
+            .with_for_update()
+        ).first()
+        if stored is None or stored.used_at is not None or stored.expires_at <= self.now:
+            raise InvalidRequest("verification token is invalid, used or expired", code="invalid_verification_token")
+        stored.used_at = self.now
+        user = self.session.get_one(User, stored.user_id)
+        user.email_verified = True
+        return user
+
+    def record_reset_request(self, email: str) -> None:
+        """The request path: the same single INSERT for every address, known or not, so
+        neither the answer nor the work done reveals whether an account exists."""
+        self.session.add(PasswordResetRequest(email=email[:320], requested_at=self.now))
+
+    def process_reset_requests(self, *, batch: int = 100) -> int:
+        """Off the request path: each recorded request becomes, for a real account outside
+        its cooldown, a new single-use token and a queued message to its owner."""
+        pending = self.session.scalars(
+            select(PasswordResetRequest)
+            .where(PasswordResetRequest.processed_at.is_(None))
+            .order_by(PasswordResetRequest.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for request in pending:
+            request.processed_at = self.now
+            message = self.request_password_reset(request.email, reset_url=self.policy.reset_url)
+            if message is not None:
+                enqueue_mail(
+                    self.session,
+                    key=f"reset:{request.id}",
+                    user_id=message.user_id,
+                    message=compose(
+                        sender=self.policy.mail_sender, to=message.to, subject=message.subject, body=message.body
+                    ),
+                    now=self.now,
+                )
+        return len(pending)
 
     def request_password_reset(self, email: str, *, reset_url: str) -> ResetMessage | None:
-        """A new single-use reset token for a real account (None for unknown e-mails: the
-        caller answers the same either way, so the endpoint reveals nothing)."""
+        """A new single-use reset token for a real account outside its cooldown (None for
+        unknown e-mails and within the cooldown: one mail per RESET cooldown per address)."""
         user = self._find_by_email(email)
         if user is None:
+            return None
+        cooling_since = self.now - self.policy.reset_cooldown
+        recent = self.session.scalar(
+            select(func.count())
+            .select_from(PasswordResetToken)
+            .where(
+                PasswordResetToken.user_id == user.id,
+                PasswordResetToken.expires_at - self.policy.reset_ttl > cooling_since,
+            )
+        )
+        if recent:
             return None
         token = opaque_token()
         # Only the newest link works; older unused ones are retired.
@@ -276,6 +481,7 @@ class AccountService:
         self.session.flush()
         minutes = int(self.policy.reset_ttl.total_seconds() // 60)
         return ResetMessage(
+            user_id=user.id,
             to=user.email,
             subject="Reset your Reservations password",
             body=(

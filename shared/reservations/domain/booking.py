@@ -162,6 +162,10 @@ class BookingService:
     ) -> Appointment:
         if patient.role != "patient":
             raise Forbidden("only patients can reserve", code="wrong_role")
+        if self.policy.require_verified_email and not patient.email_verified:
+            raise Forbidden(
+                "confirm your e-mail address first (POST /email-verification/request)", code="email_not_verified"
+            )
         start = grid_start(start_time)
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
         provider = schedule.provider(provider_id, for_share=True)
@@ -291,6 +295,22 @@ class BookingService:
                     f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
                     code="too_many_holds",
                 )
+        ahead = self.session.scalar(
+            select(func.count()).where(
+                Appointment.patient_id == patient_id,
+                Appointment.start_time > self.now,
+                or_(
+                    Appointment.status == "confirmed",
+                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+                ),
+            )
+        )
+        if (ahead or 0) >= self.policy.max_future_appointments:
+            # Serialised by the patient's row lock above: concurrent reservations cannot race past it.
+            raise Conflict(
+                f"you already have {self.policy.max_future_appointments} upcoming appointments",
+                code="too_many_appointments",
+            )
         appointment = Appointment(
             provider_id=provider.id,
             patient_id=patient_id,

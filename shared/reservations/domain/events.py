@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import OutboxEvent
@@ -98,3 +100,15 @@ def record_event(
     """An event in the outbox, committed (or rolled back) with the change it describes.
     Appointment transitions need no call: a trigger on their history writes them."""
     session.add(OutboxEvent(type=event_type, occurred_at=occurred_at, data=dict(data), provider_id=provider_id))
+
+
+def enqueue_mail(session: Session, *, key: str, user_id: int | None, message: EmailMessage, now: datetime) -> None:
+    """A message for the dispatch pass to send, committed with the change that caused it;
+    ``key`` makes a second enqueue of the same message a no-op."""
+    session.execute(
+        text(
+            "INSERT INTO outgoing_mail (dedupe_key, user_id, message, created_at, next_attempt_at) "
+            "VALUES (:key, :user_id, :message, :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
+        ),
+        {"key": key[:200], "user_id": user_id, "message": message.as_bytes(), "now": now},
+    )

@@ -24,6 +24,9 @@ class BookingPolicy:
     horizon: timedelta
     hold_ttl: timedelta
     max_active_holds: int
+    # Reserved (unexpired) and confirmed appointments ahead, per patient.
+    max_future_appointments: int = 10
+    require_verified_email: bool = False
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,19 @@ def check_listing_range(first: date, last: date) -> None:
         raise Unprocessable(f"a listing spans at most {MAX_LISTING_DAYS} days", code="invalid_date_range")
 
 
+# Listings look at most this far back and ahead of the provider's today.
+LISTING_PAST = timedelta(days=1)
+LISTING_FUTURE = timedelta(days=730)
+
+
+def check_listing_window(first: date, last: date, today: date) -> None:
+    if first < today - LISTING_PAST or last > today + LISTING_FUTURE:
+        raise Unprocessable(
+            f"listings start yesterday at the earliest and end at most {LISTING_FUTURE.days} days ahead",
+            code="invalid_date_range",
+        )
+
+
 def default_range(first: date | None, last: date | None, today: date) -> tuple[date, date]:
     """Today to today + 6 by default; an end alone counts back six days."""
     if first is None and last is not None:
@@ -639,8 +652,13 @@ class ProviderSchedule:
         provider = self.provider(provider_id)
         visit_type = self.visit_type(provider_id, visit_type_id)
         zone = ZoneInfo(provider.timezone)
-        first, last = default_range(first, last, self.now.astimezone(zone).date())
-        days = local_day_range(first, last)
+        today = self.now.astimezone(zone).date()
+        first, last = default_range(first, last, today)
+        check_listing_window(first, last, today)
+        # Days past the provider's horizon offer nothing: they are neither computed nor
+        # cached, so a client cannot fill Redis with far-future days.
+        horizon_day = (self.now + self.rules(provider).horizon).astimezone(zone).date()
+        days = local_day_range(first, min(last, horizon_day)) if first <= horizon_day else []
         # Versions are read before the data they tag: under READ COMMITTED a write that
         # commits in between is then in the computed data but not in its tag, which only
         # causes a later miss, never a stale hit.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from reservations.domain.accounts import AccountPolicy
     from reservations.domain.policy import BookingPolicy
     from reservations.domain.scheduling import DayStore
+    from reservations.usecases.accounts import AccountUseCases
     from reservations.usecases.events import EventUseCases
 
 
@@ -48,3 +49,5 @@ class Resources(Protocol):
     def webhook_transport(self) -> WebhookTransport: ...
     @property
     def events(self) -> EventUseCases: ...
+    @property
+    def accounts(self) -> AccountUseCases: ...

@@ -58,44 +58,67 @@ class AccountUseCases:
                 name=name, email=email, password=password, role=role, timezone=timezone, actor=actor
             )
 
-    def login(self, email: str, password: str) -> TokenPair:
+    def login(self, email: str, password: str, *, source_ip: str | None = None) -> TokenPair:
         with self._resources.unit_of_work() as session:
-            return self._service(session, self._resources.now()).login(email, password)
+            return self._service(session, self._resources.now()).login(email, password, source_ip=source_ip)
 
     def refresh(self, refresh_token: str) -> TokenPair:
         with self._resources.unit_of_work() as session:
             return self._service(session, self._resources.now()).refresh(refresh_token)
 
     def reset_password(
-        self, caller: AccessClaims, *, email: str | None, current_password: str | None, new_password: str
+        self,
+        caller: AccessClaims,
+        *,
+        email: str | None,
+        current_password: str | None,
+        new_password: str,
+        source_ip: str | None = None,
     ) -> None:
         with self._resources.unit_of_work() as session:
             actor = current_user(session, caller)
             self._service(session, self._resources.now(), signs_tokens=False).reset_password(
-                actor, email=email, current_password=current_password, new_password=new_password
+                actor, email=email, current_password=current_password, new_password=new_password, source_ip=source_ip
             )
+        self._resources.publish_after_commit()
 
     def request_password_reset(self, email: str) -> None:
-        r = self._resources
-        with r.unit_of_work() as session:
-            message = self._service(session, r.now(), signs_tokens=False).request_password_reset(
-                email, reset_url=r.settings.password_reset_url
-            )
-        if message is None:
-            return
-        # After the commit: a mail is only ever sent for a token that exists.
-        try:
-            r.mailer.send(to=message.to, subject=message.subject, body=message.body)
-        except Exception:
-            # Same answer whether or not mail works: a 500 for real accounts only would
-            # tell an attacker which e-mails exist.
-            logger.exception("password-reset e-mail could not be sent")
+        """Recorded only; the token and its mail are made off the request path."""
+        with self._resources.unit_of_work() as session:
+            self._service(session, self._resources.now(), signs_tokens=False).record_reset_request(email)
+
+    def process_reset_requests(self) -> int:
+        total = 0
+        while True:
+            with self._resources.unit_of_work() as session:
+                done = self._service(session, self._resources.now(), signs_tokens=False).process_reset_requests()
+            total += done
+            if done == 0:
+                return total
 
     def confirm_password_reset(self, token: str, new_password: str) -> None:
         with self._resources.unit_of_work() as session:
             self._service(session, self._resources.now(), signs_tokens=False).confirm_password_reset(
                 token, new_password
             )
+
+    def logout(self, refresh_token: str) -> None:
+        with self._resources.unit_of_work() as session:
+            self._service(session, self._resources.now(), signs_tokens=False).logout(refresh_token)
+
+    def logout_everywhere(self, caller: AccessClaims) -> None:
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            self._service(session, self._resources.now(), signs_tokens=False).logout_everywhere(user)
+
+    def request_email_verification(self, caller: AccessClaims) -> None:
+        with self._resources.unit_of_work() as session:
+            user = current_user(session, caller)
+            self._service(session, self._resources.now(), signs_tokens=False).request_email_verification(user)
+
+    def confirm_email_verification(self, token: str) -> User:
+        with self._resources.unit_of_work() as session:
+            return self._service(session, self._resources.now(), signs_tokens=False).confirm_email_verification(token)
 
     def create_first_admin(self, *, name: str, email: str, password: str) -> User:
         """The one bootstrap rule for the CLI and the migrate function: refused (409

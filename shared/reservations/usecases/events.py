@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.domain.events import (
     DISABLE_AFTER,
+    enqueue_mail,
     event_document,
     next_attempt_after,
     provider_of,
@@ -58,6 +59,7 @@ PURGE_BATCH = 5000
 @dataclass
 class DispatchSummary:
     published: int = 0
+    resets_processed: int = 0
     reminders_queued: int = 0
     deliveries_attempted: int = 0
     deliveries_succeeded: int = 0
@@ -247,14 +249,7 @@ class EventUseCases:
         self.queue_message(session, key, recipient.id, message)
 
     def queue_message(self, session: Session, key: str, user_id: int | None, message: EmailMessage) -> None:
-        now = self._resources.now()
-        session.execute(
-            text(
-                "INSERT INTO outgoing_mail (dedupe_key, user_id, message, created_at, next_attempt_at) "
-                "VALUES (:key, :user_id, :message, :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
-            ),
-            {"key": key[:200], "user_id": user_id, "message": message.as_bytes(), "now": now},
-        )
+        enqueue_mail(session, key=key, user_id=user_id, message=message, now=self._resources.now())
 
     @property
     def _sender(self) -> str:
@@ -464,7 +459,8 @@ class EventUseCases:
             return 0
         with self._resources.unit_of_work() as session:
             session.execute(
-                text("UPDATE outgoing_mail SET sent_at = :now, last_error = NULL WHERE id = :id"),
+                # A sent message keeps no body: reset tokens and personal data leave the table.
+                text("UPDATE outgoing_mail SET sent_at = :now, last_error = NULL, message = '' WHERE id = :id"),
                 {"now": self._resources.now(), "id": mail_id},
             )
         return 1
@@ -475,6 +471,7 @@ class EventUseCases:
         """What the one-minute schedule runs (and `make dev` every few seconds)."""
         summary = DispatchSummary()
         summary.oldest_unpublished_seconds = self.outbox_lag_seconds()
+        summary.resets_processed = self._resources.accounts.process_reset_requests()
         summary.published = self.publish_pending()
         summary.reminders_queued = self.queue_due_reminders()
         summary.deliveries_attempted, summary.deliveries_succeeded = self.deliver_due()

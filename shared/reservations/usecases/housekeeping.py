@@ -61,6 +61,8 @@ _PURGES = (
     ("login_failures", "failed_at <= CAST(:now AS timestamptz) - interval '1 day'"),
     ("refresh_tokens", "expires_at <= CAST(:now AS timestamptz)"),
     ("password_reset_tokens", "expires_at <= CAST(:now AS timestamptz) - interval '1 day'"),
+    ("password_reset_requests", "requested_at <= CAST(:now AS timestamptz) - interval '1 day'"),
+    ("email_verification_tokens", "expires_at <= CAST(:now AS timestamptz) - interval '1 day'"),
 )
 PURGE_BATCH = 5000
 PURGE_MAX_BATCHES = 20
