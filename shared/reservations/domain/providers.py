@@ -46,6 +46,9 @@ def search_query(q: str) -> str | None:
     return " & ".join(f"'{word}':*" for word in words) if words else None
 
 
+NUL = "\x00"
+
+
 class ProviderDirectory:
     """Profiles, rules and visit types of providers; the searchable directory."""
 
@@ -180,6 +183,8 @@ class ProviderDirectory:
             )
             conditions.append(User.id.in_(select(matches.c.id)))
         if specialty is not None:
+            if NUL in specialty:  # no stored text holds one (Postgres refuses it): nothing matches
+                return DirectoryPage([], None)
             conditions.append(func.lower(User.specialty) == specialty.lower())
         rows = list(self.session.scalars(select(User).where(*conditions).order_by(User.id).limit(limit + 1)))
         page, more = rows[:limit], len(rows) > limit
@@ -187,6 +192,8 @@ class ProviderDirectory:
         return DirectoryPage([(provider, types[provider.id]) for provider in page], str(page[-1].id) if more else None)
 
     def with_specialty(self, specialty: str, limit: int) -> list[User]:
+        if NUL in specialty:
+            return []
         return list(
             self.session.scalars(
                 select(User)
