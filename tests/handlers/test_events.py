@@ -569,7 +569,7 @@ def test_patch_me_changes_name_zone_and_notifications(hub: Hub) -> None:
         "Asia/Tokyo",
         False,
     )
-    for body in ({"timezone": "Mars/Olympus"}, {"name": None}, {"email": "x@example.com"}, {"notify_email": "maybe"}):
+    for body in ({"timezone": "Mars/Olympus"}, {"name": None}, {"email": "x@example.com"}, {"notify_email": 0}):
         assert hub.auth.patch("/me", json_body=body, token=patient.token).status == 422, body
 
 

@@ -26,6 +26,7 @@ OPTIONAL_TOKEN = ("invalid_token", "token_expired", "token_revoked")
 STORE = ("invalid_value",)
 IDEMPOTENCY = ("idempotency_key_reused",)
 DATES = ("invalid_date_range",)
+LIMITED = ("rate_limited",)
 WEBHOOK = {401: TOKEN, 403: ("wrong_role",), 404: ("webhook_not_found",)}
 
 ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
@@ -35,8 +36,9 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
         403: ("admin_required",),
         409: ("email_taken", "admin_exists"),
         422: ("invalid_password", "invalid_timezone"),
+        429: LIMITED,
     },
-    "POST /token": {401: ("invalid_credentials",), 429: ("login_locked",)},
+    "POST /token": {401: ("invalid_credentials",), 429: ("login_locked", "rate_limited")},
     "POST /token/refresh": {401: ("invalid_refresh_token", "refresh_token_reused")},
     "POST /reset-password": {
         400: ("missing_field", "wrong_password"),
@@ -44,9 +46,14 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
         403: ("admin_required",),
         404: ("user_not_found",),
         422: ("invalid_password",),
+        429: ("login_locked", "rate_limited"),
     },
-    "POST /password-reset/request": {},
-    "POST /password-reset/confirm": {400: ("invalid_reset_token",), 422: ("invalid_password",)},
+    "POST /password-reset/request": {429: LIMITED},
+    "POST /password-reset/confirm": {400: ("invalid_reset_token",), 422: ("invalid_password",), 429: LIMITED},
+    "POST /logout": {},
+    "POST /logout-all": {401: TOKEN},
+    "POST /email-verification/request": {401: TOKEN, 429: LIMITED},
+    "POST /email-verification/confirm": {400: ("invalid_verification_token",), 429: LIMITED},
     "GET /me": {401: TOKEN},
     "PATCH /me": {401: TOKEN, 422: ("invalid_timezone",)},
     # --- providers ----------------------------------------------------------------------
@@ -108,9 +115,15 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     "POST /appointments/reserve": {
         400: ("too_soon", "too_far"),
         401: TOKEN,
-        403: ("wrong_role",),
+        403: ("wrong_role", "email_not_verified"),
         404: ("provider_not_found", "visit_type_not_found"),
-        409: ("daily_limit_reached", "slot_unavailable", "too_many_holds", "overlapping_appointment"),
+        409: (
+            "daily_limit_reached",
+            "slot_unavailable",
+            "too_many_holds",
+            "overlapping_appointment",
+            "too_many_appointments",
+        ),
         422: ("off_grid", "invalid_start_time", *IDEMPOTENCY),
     },
     "POST /appointments/confirm": {
@@ -140,6 +153,7 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
             "slot_unavailable",
             "too_many_holds",
             "overlapping_appointment",
+            "too_many_appointments",
         ),
         422: ("off_grid", "invalid_start_time", *IDEMPOTENCY),
     },

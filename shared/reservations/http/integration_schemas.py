@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from reservations.adapters.db import Webhook
@@ -78,7 +78,7 @@ class MePatch(BaseModel):
         | SkipJsonSchema[None]
     ) = None
     timezone: TimeZoneName | SkipJsonSchema[None] = None
-    notify_email: bool | SkipJsonSchema[None] = Field(
+    notify_email: StrictBool | SkipJsonSchema[None] = Field(
         default=None, description="false stops appointment notifications (never security mail)"
     )
 
