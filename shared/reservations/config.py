@@ -47,6 +47,9 @@ class Settings(BaseSettings):
 
     app_env: Literal["local", "test", "aws"] = "local"
     database_url: str = DEFAULT_DATABASE_URL
+    # A password inside DATABASE_URL sits in plaintext in the function's environment: on
+    # AWS use DATABASE_SECRET_ARN, or allow it explicitly (a throwaway stack, say).
+    allow_database_url_password: bool = False
     # A Secrets Manager secret of the RDS shape (username, password, host, port, dbname):
     # when set, it supplies the connection instead of DATABASE_URL (read in http.runtime).
     database_secret_arn: str | None = None
@@ -166,6 +169,18 @@ class Settings(BaseSettings):
                 "JWT_SECRET_KEY: a real secret of at least "
                 f"{MIN_SECRET_LENGTH} characters (or JWT_SECRET_ARN) is required when APP_ENV={self.app_env}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _no_password_in_url_on_aws(self) -> Settings:
+        if self.app_env == "aws" and not self.database_secret_arn and not self.allow_database_url_password:
+            from sqlalchemy.engine import make_url
+
+            if make_url(self.database_url).password:
+                raise ValueError(
+                    "DATABASE_URL: a password in the URL is refused when APP_ENV=aws (it would sit in plaintext "
+                    "in the function environment); use DATABASE_SECRET_ARN, or set ALLOW_DATABASE_URL_PASSWORD=true"
+                )
         return self
 
     @model_validator(mode="after")

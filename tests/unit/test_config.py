@@ -97,3 +97,16 @@ def test_environment_wins_over_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch)
     settings = load_settings()
     assert settings.cache_expiry_seconds == 20
     assert settings.max_booking_horizon_days == 7
+
+
+def test_aws_mode_refuses_a_password_in_the_database_url_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = {
+        "app_env": "aws",
+        "jwt_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:jwt",
+        "email_sender": "a@b.org",
+    }
+    with pytest.raises(ConfigurationError, match="DATABASE_URL") as refused:
+        load_settings(**aws, database_url="postgresql://api:s3cret-pw@db:5432/app")
+    assert "s3cret-pw" not in str(refused.value)
+    assert load_settings(**aws, database_url="postgresql://api@db:5432/app")
+    assert load_settings(**aws, database_url="postgresql://api:s3cret-pw@db:5432/app", allow_database_url_password=True)
