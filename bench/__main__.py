@@ -14,6 +14,7 @@ Suites (module in bench/):
     http_load     20 HTTP clients through the local gateway (http_load)
     search        availability search, next-available, the provider directory at 100,000 (search)
     reset_flow    forgot-password requests: a known vs an unknown address (reset_flow)
+    stats         provider statistics with 10,000 and 1,000,000 appointments (stats)
     load          all five booking suites above, warm_latency to http_load
 
 Knobs: BENCH_LOAD_SECONDS (http_load run, default 60), BENCH_SCALE_ROWS (scale, default
@@ -51,6 +52,7 @@ SUITES = {
     "http_load": "bench.http_load",
     "search": "bench.search",
     "reset_flow": "bench.reset_flow",
+    "stats": "bench.stats",
 }
 # Names that select several suites, and other spellings of one.
 GROUPS = {"load": ("warm_latency", "contention", "throughput", "scale", "http_load")}

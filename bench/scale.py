@@ -42,8 +42,8 @@ LISTING_RUNS = 100
 log = logger("scale")
 
 
-def bulk_appointments(world: World, measured: int) -> tuple[float, float]:
-    """SCALE_ROWS appointments over SCALE_PROVIDERS providers (the measured one first) and
+def bulk_appointments(world: World, measured: int, rows: int = SCALE_ROWS) -> tuple[float, float]:
+    """`rows` (SCALE_ROWS) appointments over SCALE_PROVIDERS providers (the measured one first) and
     SCALE_PATIENTS patients over SCALE_DAYS days (`common.spread_appointments`); returns
     (insert seconds, settle seconds)."""
     positions = SCALE_DAYS * 32
@@ -63,7 +63,7 @@ def bulk_appointments(world: World, measured: int) -> tuple[float, float]:
         # 35% cancelled and 40% expired. Past holds kept 'reserved' are stale ones nobody
         # swept; future ones are live (they expire 20 minutes after NOW).
         spread_appointments(
-            connection, rows=SCALE_ROWS, providers=SCALE_PROVIDERS, patients=SCALE_PATIENTS, positions=positions,
+            connection, rows=rows, providers=SCALE_PROVIDERS, patients=SCALE_PATIENTS, positions=positions,
             first=first, now=NOW,
             status="CASE WHEN mod(g.i, 20) < 4 THEN 'confirmed' WHEN mod(g.i, 20) = 4 THEN 'reserved' "
                    "WHEN mod(g.i, 20) < 12 THEN 'cancelled' ELSE 'expired' END",

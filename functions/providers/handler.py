@@ -28,6 +28,7 @@ from reservations.http.booking_schemas import (
     ProviderOut,
     ProviderPatch,
     ProviderProfileOut,
+    ProviderStatsOut,
     RulesOut,
     SlotOut,
     StoredDay,
@@ -250,6 +251,17 @@ def booked_appointments(
 ) -> list[BookedAppointmentOut]:
     rows = schedule.booked_appointments(caller, provider_id, start_date, end_date)
     return [BookedAppointmentOut.model_validate({**view, "patient_name": name}) for view, name in rows]
+
+
+@app.get("/providers/{provider_id}/stats", response_model=ProviderStatsOut)
+def provider_stats(
+    provider_id: ProviderId,
+    caller: Caller,
+    start_date: Annotated[IsoDate, Query(description="provider-local date, inclusive")],
+    end_date: Annotated[IsoDate, Query(description="provider-local date, inclusive; at most 366 days")],
+) -> ProviderStatsOut:
+    stats = schedule.provider_stats(caller, provider_id, start_date, end_date)
+    return ProviderStatsOut.model_validate(stats, from_attributes=True)
 
 
 handler = make_lambda_handler(app, container.settings)

@@ -491,7 +491,7 @@ class ProviderSchedule:
         zone = ZoneInfo(provider.timezone)
         first, last = min(posted.touched), max(posted.touched)
         offered_slots: set[datetime] = set()
-        for run_first, run_last in _contiguous_runs(posted.touched):
+        for run_first, run_last in contiguous_runs(posted.touched):
             offered_slots.update(
                 start
                 for start, _ in generate_slots(merged, zone, run_first, run_last)
@@ -553,7 +553,7 @@ class ProviderSchedule:
         # Per run of consecutive days: the days asked for (cached keys, say) may lie
         # centuries apart, and one generation over the whole span would be refused.
         computed: dict[date, DaySlots] = {}
-        for first, last in _contiguous_runs(days):
+        for first, last in contiguous_runs(days):
             run = [day for day in days if first <= day <= last]
             computed.update((slots.day, slots) for slots in self._compute_run(provider, run, first, last))
         return [computed[day] for day in days]
@@ -739,7 +739,7 @@ class ProviderSchedule:
         return [(a, names.get(a.patient_id, "")) for a in appointments if start <= a.start_time < end]
 
 
-def _contiguous_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+def contiguous_runs(days: Iterable[date]) -> list[tuple[date, date]]:
     """Runs of consecutive dates, none longer than one slot generation may span."""
     runs: list[tuple[date, date]] = []
     for day in sorted(set(days)):

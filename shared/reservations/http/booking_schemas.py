@@ -343,3 +343,19 @@ class OfferedSlotOut(BaseModel):
     visit_type_id: int
     start_time: dt.datetime
     end_time: dt.datetime
+
+
+class ProviderStatsOut(BaseModel):
+    provider_id: int
+    start_date: dt.date
+    end_date: dt.date
+    timezone: str
+    counts: dict[AppointmentStatus, int] = Field(description="appointments starting in the range, by status")
+    booked_minutes: float = Field(description="duration of confirmed, completed and no-show appointments")
+    offered_minutes: int = Field(description="15 minutes per offered start of the provider's availability")
+    utilisation: float | None = Field(description="booked / offered minutes; null when nothing was offered")
+    no_show_rate: float | None = Field(description="no_show / (completed + no_show)")
+    cancellation_rate: float | None = Field(description="cancelled / (cancelled + confirmed + completed + no_show)")
+    median_lead_time_hours: float | None = Field(description="creation to start, median over booked appointments")
+    by_weekday: dict[int, int] = Field(description="booked appointments by ISO weekday of the local start (1 = Monday)")
+    by_hour: dict[int, int] = Field(description="booked appointments by hour of the local start (0-23)")

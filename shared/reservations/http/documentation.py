@@ -111,6 +111,12 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
         404: ("provider_not_found",),
         422: DATES,
     },
+    "GET /providers/{provider_id}/stats": {
+        401: TOKEN,
+        403: ("wrong_role", "not_your_schedule"),
+        404: ("provider_not_found",),
+        422: DATES,
+    },
     # --- appointments -------------------------------------------------------------------
     "POST /appointments/reserve": {
         400: ("too_soon", "too_far"),

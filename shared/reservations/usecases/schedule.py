@@ -25,6 +25,7 @@ from reservations.domain.scheduling import (
     ProviderSchedule,
     SlotListing,
 )
+from reservations.domain.statistics import ProviderStats, provider_stats
 from reservations.usecases import Resources
 
 
@@ -199,6 +200,11 @@ class ScheduleUseCases:
             schedule = self._schedule(session)
             rows = schedule.booked_appointments(current_user(session, caller), provider_id, first, last)
             return [(appointment_view(a, schedule.now), name) for a, name in rows]
+
+    def provider_stats(self, caller: AccessClaims, provider_id: int, first: date, last: date) -> ProviderStats:
+        with self._resources.unit_of_work() as session:
+            schedule = self._schedule(session)
+            return provider_stats(schedule, current_user(session, caller), provider_id, first, last)
 
 
 def check_search_range(first: date, last: date) -> None:
