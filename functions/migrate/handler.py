@@ -7,9 +7,13 @@ Three ways in:
   Update run ``upgrade head`` (a no-op on a current database, and safe to repeat: a
   Postgres advisory lock serialises concurrent runs), Delete does nothing (removing a
   stack never drops its data). The outcome is PUT to CloudFormation's pre-signed
-  ``ResponseURL``; a failure fails, and so rolls back, the deploy.
+  ``ResponseURL``; a failure fails, and so rolls back, the deploy. After the upgrade,
+  when the resource names an ``ApiDatabaseSecretArn``, the DML-only login of that secret
+  (RDS shape) is created, or its password set, and granted SELECT, INSERT, UPDATE and
+  DELETE on every table (today's and, through default privileges, future ones): the
+  other functions connect as it; this one alone connects as the owner.
 * ``{"action": "migrate"}`` invoked directly (``sam remote invoke MigrateFunction``):
-  the same upgrade, result returned.
+  the same upgrade (and grants, given ``"api_database_secret_arn"``), result returned.
 * ``{"action": "create-admin", "email": ..., "name": ..., "password": ...}``: bootstraps
   the first admin of a new stack (refused once an admin exists; later admins are created
   through ``POST /register`` by an admin). Without ``password`` a strong one is generated
@@ -26,13 +30,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +59,10 @@ MAX_REASON_CHARS = 1000
 TIMEOUT_MARGIN_SECONDS = 10.0
 RESPONSE_ATTEMPTS = 4
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# What the data stack's ApiDatabaseUsername allows; it is also quoted, belt and braces.
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# The DML-only role's privileges: no TRUNCATE, REFERENCES, TRIGGER, DDL or ownership.
+TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 
 
 class InvalidRequest(ValueError):
@@ -96,8 +105,9 @@ def known_revision(revision: str) -> bool:
         return False
 
 
-def run_migrations() -> dict[str, Any]:
-    """Upgrade the configured database to the newest revision; idempotent."""
+def run_migrations(api_secret_arn: str | None = None) -> dict[str, Any]:
+    """Upgrade the configured database to the newest revision, then (given the secret of
+    the DML-only role) create and grant that role; idempotent."""
     from reservations.adapters.credentials import database_url
 
     settings = settings_from_environment()
@@ -109,13 +119,101 @@ def run_migrations() -> dict[str, Any]:
             # (a rollback). Migrations only expand the schema, so the older code runs on
             # it; failing here would make the rollback itself fail.
             logger.warning("database is ahead of this release; left as it is", extra={"revision": before})
-            return {"revision": before, "previous_revision": before, "changed": False}
-        migrations.upgrade(url)
-        after = migrations.current_revision(url)
-    if after != migrations.head_revision():
-        raise RuntimeError(f"database is at {after!r} after the upgrade, expected {migrations.head_revision()!r}")
-    logger.info("database migrated", extra={"previous_revision": before, "revision": after})
-    return {"revision": after, "previous_revision": before, "changed": before != after}
+            outcome: dict[str, Any] = {"revision": before, "previous_revision": before, "changed": False}
+        else:
+            migrations.upgrade(url)
+            after = migrations.current_revision(url)
+            if after != migrations.head_revision():
+                raise RuntimeError(
+                    f"database is at {after!r} after the upgrade, expected {migrations.head_revision()!r}"
+                )
+            logger.info("database migrated", extra={"previous_revision": before, "revision": after})
+            outcome = {"revision": after, "previous_revision": before, "changed": before != after}
+        if api_secret_arn:
+            outcome["api_role"] = grant_api_role(url, read_secret(api_secret_arn))
+    return outcome
+
+
+# --------------------------------------------------------------------------- the DML-only role
+
+
+def read_secret(arn: str) -> Mapping[str, Any]:
+    """A JSON secret, fetched afresh (a rotated password must reach the role at once)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, transform="json", force_fetch=True)
+    if not isinstance(value, Mapping):
+        raise ValueError("ApiDatabaseSecretArn: the secret is not a JSON object of the RDS shape")
+    return value
+
+
+def grant_api_role(url: str, secret: Mapping[str, Any]) -> str:
+    """Create the secret's login (or set its password) and grant it DML on every table.
+
+    Runs as the owner, which creates every table (so ALTER DEFAULT PRIVILEGES, for the
+    current role, covers the tables of later migrations too). Privileges beyond DML that
+    the role may have been given by hand are revoked first; all in one transaction. The
+    role is never made superuser, CREATEROLE or the like, and a role that is one is
+    refused. The password is a literal (DDL takes no bind parameters): quotes doubled,
+    and the data stack generates it without quotes or backslashes anyway.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    username = str(secret.get("username") or "")
+    password = str(secret.get("password") or "")
+    if not ROLE_NAME.fullmatch(username):
+        raise ValueError(f"ApiDatabaseSecretArn: {username!r} is not a valid role name ([a-z_][a-z0-9_]*)")
+    if not password:
+        raise ValueError("ApiDatabaseSecretArn: the secret has no password")
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            owner, database = connection.execute(text("SELECT current_user, current_database()")).one()
+            if username == owner:
+                raise ValueError("ApiDatabaseSecretArn names the owner: the API role must be another login")
+            preparer = connection.dialect.identifier_preparer
+            role = preparer.quote_identifier(username)
+            existing = connection.execute(
+                text(
+                    "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls"
+                    " FROM pg_roles WHERE rolname = :name"
+                ),
+                {"name": username},
+            ).first()
+            if existing is not None and existing[0]:
+                raise ValueError(f"role {username!r} has administrative attributes: refusing to use it for the API")
+            literal = "'" + password.replace("'", "''") + "'"
+            # CREATE's defaults are NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+            # NOBYPASSRLS; ALTER names none (a non-superuser owner may not).
+            verb = "ALTER" if existing is not None else "CREATE"
+            connection.exec_driver_sql(f"{verb} ROLE {role} WITH LOGIN PASSWORD {literal}")
+            statements = [
+                f"GRANT CONNECT ON DATABASE {preparer.quote_identifier(database)} TO {role}",
+                f"GRANT USAGE ON SCHEMA public TO {role}",
+                f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
+                f"GRANT {TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA public TO {role}",
+                # Alembic's bookkeeping: readable, never writable by the API.
+                f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+                f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {TABLE_PRIVILEGES} ON TABLES TO {role}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+            ]
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+            # PostgreSQL 15+ (Aurora 16 included) gives PUBLIC no CREATE on schema public;
+            # a database upgraded from an older major version may still do so.
+            can_create = text("SELECT has_schema_privilege(:name, 'public', 'CREATE')")
+            if connection.execute(can_create, {"name": username}).scalar_one():
+                connection.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                if connection.execute(can_create, {"name": username}).scalar_one():
+                    raise RuntimeError(f"role {username!r} may still CREATE in schema public")
+    finally:
+        engine.dispose()
+    logger.info("API database role granted", extra={"role": username, "role_created": verb == "CREATE"})
+    return username
 
 
 def create_first_admin(payload: dict[str, Any]) -> dict[str, Any]:
@@ -238,8 +336,11 @@ def custom_resource(request: dict[str, Any], context: Any) -> dict[str, Any]:
     watchdog.start()
     try:
         if request_type in ("Create", "Update"):
-            outcome = run_migrations()
+            properties = request.get("ResourceProperties") or {}
+            outcome = run_migrations(str(properties.get("ApiDatabaseSecretArn") or "") or None)
             data = {"Revision": outcome["revision"], "PreviousRevision": outcome["previous_revision"]}
+            if "api_role" in outcome:
+                data["ApiRole"] = outcome["api_role"]
             response.send("SUCCESS", reason=f"database at revision {outcome['revision']}", data=data)
         elif request_type == "Delete":
             # Data outlives stacks: deleting the stack (or a rollback of its creation) keeps the schema.
@@ -264,7 +365,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return custom_resource(event, context)
     action = event.get("action", "migrate")
     if action == "migrate":
-        return run_migrations()
+        return run_migrations(str(event.get("api_database_secret_arn") or "") or None)
     if action == "create-admin":
         return create_first_admin(event)
     raise InvalidRequest(f"unknown action {action!r}: use 'migrate' or 'create-admin'")

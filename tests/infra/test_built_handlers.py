@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -174,6 +174,11 @@ def test_providers_function_lists_free_slots(invoke: Any, accounts: dict[str, An
     event = http("providers-time-slots.json", token=accounts["token"])
     event["rawPath"] = event["requestContext"]["http"]["path"] = f"/providers/{provider_id}/time-slots"
     event["pathParameters"] = {"provider_id": provider_id}
+    # The sample's dates age; listings start yesterday at the earliest, so ask for this week.
+    today = datetime.now(UTC).date()
+    week = {"start_date": today.isoformat(), "end_date": (today + timedelta(days=6)).isoformat()}
+    event["queryStringParameters"] = week
+    event["rawQueryString"] = "&".join(f"{key}={value}" for key, value in week.items())
     anonymous = http("providers-time-slots.json")
     anonymous["headers"].pop("authorization")
     invocation = invoke("ProvidersFunction", event, anonymous)

@@ -164,7 +164,7 @@ def test_a_migration_that_runs_out_of_time_still_answers(
     monkeypatch.setattr(module, "TIMEOUT_MARGIN_SECONDS", 0.0)
     response_sink.received.clear()
 
-    def migrations_outlasting_the_watchdog() -> dict[str, Any]:
+    def migrations_outlasting_the_watchdog(*args: Any) -> dict[str, Any]:
         # Still "migrating" when the watchdog answers: returns only once its answer arrived,
         # so the outcome never depends on how fast this machine is.
         while not response_sink.received:

@@ -61,6 +61,8 @@ print(json.dumps(transform(yaml_parse(text), json.loads(sys.argv[2]), NoManagedP
 VPC_PARAMETERS = {
     "JwtSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:jwt-AbCdEf",
     "DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+    "ApiDatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-api-AbCdEf",
+    "RedisSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:cache-AbCdEf",
     "CorsOrigins": "https://app.example.com,https://admin.example.com",
     "SubnetIds": "subnet-0a,subnet-0b",
     "SecurityGroupIds": "sg-0a",
@@ -68,11 +70,10 @@ VPC_PARAMETERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def transformed(sam_cli: Path) -> dict[str, Any]:
+def transform(sam_cli: Path, parameters: dict[str, str]) -> dict[str, Any]:
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
     result = subprocess.run(
-        [str(sam_cli.parent / "python"), "-c", TRANSFORM, str(TEMPLATE), json.dumps(VPC_PARAMETERS)],
+        [str(sam_cli.parent / "python"), "-c", TRANSFORM, str(TEMPLATE), json.dumps(parameters)],
         capture_output=True,
         text=True,
         env=env,
@@ -82,6 +83,11 @@ def transformed(sam_cli: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr[-4000:]
     document: dict[str, Any] = json.loads(result.stdout)
     return document
+
+
+@pytest.fixture(scope="module")
+def transformed(sam_cli: Path) -> dict[str, Any]:
+    return transform(sam_cli, VPC_PARAMETERS)
 
 
 @pytest.fixture(scope="module")
@@ -234,12 +240,21 @@ def _statements(document: dict[str, Any], role: dict[str, Any]) -> list[dict[str
 def test_functions_read_only_the_named_secrets(transformed: dict[str, Any]) -> None:
     roles = resources_of(transformed, "AWS::IAM::Role")
     functions = resources_of(transformed, "AWS::Lambda::Function")
-    allowed = {json.dumps({"Ref": "JwtSecretArn"}), json.dumps({"Ref": "DatabaseSecretArn"})}
+    allowed = {
+        json.dumps(arn)
+        for arn in (
+            {"Ref": "JwtSecretArn"},
+            {"Ref": "DatabaseSecretArn"},
+            {"Ref": "RedisSecretArn"},
+            {"Fn::If": ["UseApiDatabaseSecret", {"Ref": "ApiDatabaseSecretArn"}, {"Ref": "DatabaseSecretArn"}]},
+        )
+    }
     for name, function in functions.items():
         role = roles[function["Properties"]["Role"]["Fn::GetAtt"][0]]
         for statement in _statements(transformed, role):
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            assert statement["Resource"] != "*", (name, statement)
+            # Only listing network interfaces works on "*" alone (NetworkInterfacesPolicy).
+            assert statement["Resource"] != "*" or actions == ["ec2:DescribeNetworkInterfaces"], (name, statement)
             if any(a.startswith("secretsmanager:") for a in actions):
                 assert actions == ["secretsmanager:GetSecretValue"], name
                 assert json.dumps(statement["Resource"]) in allowed, (name, statement)
@@ -270,13 +285,54 @@ def test_email_only_from_the_sender_identity(transformed: dict[str, Any]) -> Non
         assert "ses:" not in json.dumps(role.get("Properties", {}).get("Policies", [])), name
 
 
+VPC_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
 def test_vpc_permissions_only_when_in_a_vpc(transformed: dict[str, Any]) -> None:
+    resources = transformed["Resources"]
+    vpc_functions = set(DATABASE_FUNCTIONS)
+    attached = set()
     for name, role in resources_of(transformed, "AWS::IAM::Role").items():
+        text = json.dumps(role)
+        # No AWS managed policy that grants logs or ENIs on "*".
+        assert "AWSLambdaVPCAccessExecutionRole" not in text, name
+        assert "AWSLambdaBasicExecutionRole" not in text, f"{name}: logs are granted on its own group only"
+        assert "ec2:" not in json.dumps(role["Properties"].get("Policies", [])), name
         for arn in role["Properties"].get("ManagedPolicyArns", []):
-            text = json.dumps(arn)
-            if "AWSLambdaVPCAccessExecutionRole" in text:
-                assert arn["Fn::If"][0] == "InVpc" and arn["Fn::If"][2] == {"Ref": "AWS::NoValue"}, name
-            assert "AWSLambdaBasicExecutionRole" not in text, f"{name}: logs are granted on its own group only"
+            if "NetworkInterfacesPolicy" in json.dumps(arn):
+                assert arn == {"Fn::If": ["InVpc", {"Ref": "NetworkInterfacesPolicy"}, {"Ref": "AWS::NoValue"}]}, name
+                attached.add(name.removesuffix("Role"))
+    assert attached == vpc_functions
+
+    policy = resources["NetworkInterfacesPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    assert policy["Condition"] == "InVpc"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert all(s["Effect"] == "Allow" and "NotAction" not in s and "NotResource" not in s for s in statements)
+    granted = [action for statement in statements for action in _actions(statement)]
+    assert sorted(granted) == sorted(VPC_ACTIONS)  # exactly these, each once
+    by_action = {action: statement for statement in statements for action in _actions(statement)}
+    # Describe works on "*" only; everything else is scoped to this account's interfaces.
+    assert by_action["ec2:DescribeNetworkInterfaces"]["Resource"] == "*"
+    interfaces = {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:network-interface/*"}
+    for action in ("ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"):
+        assert by_action[action]["Resource"] == interfaces, action
+    # Created only in the functions' subnets, with their security groups.
+    create = json.dumps(by_action["ec2:CreateNetworkInterface"]["Resource"])
+    assert "network-interface/*" in create
+    assert ":subnet/${Subnets}" in create and ":security-group/${Groups}" in create
+    assert '{"Ref": "SubnetIds"}' in create and '{"Ref": "SecurityGroupIds"}' in create
 
 
 # --------------------------------------------------------------------------- migrations and outputs
@@ -334,13 +390,22 @@ def test_parameters_cover_database_cache_secrets_sender_vpc_and_stage(source: di
     events_group = next(g for g in groups if g["Label"]["default"] == "Events and notifications")
     assert events_group["Parameters"] == ["ReminderHoursBefore", "OutboxRetentionDays"]
     assert parameters["DatabaseUrl"]["NoEcho"] is True
-    assert set(source["Rules"]) == {"DatabaseIsConfigured", "VpcIsComplete"}
+    assert set(source["Rules"]) == {"DatabaseIsConfigured", "VpcIsComplete", "ApiDatabaseRoleNeedsTheOwner"}
 
 
 def test_data_stack_outputs_feed_template_parameters(source: dict[str, Any]) -> None:
     data = load_template(DATA_STACK)
     feeds = set(data["Outputs"]) & set(source["Parameters"])
-    assert feeds == {"DatabaseSecretArn", "DatabaseHost", "RedisUrl", "SubnetIds", "SecurityGroupIds", "JwtSecretArn"}
+    assert feeds == {
+        "DatabaseSecretArn",
+        "ApiDatabaseSecretArn",
+        "DatabaseHost",
+        "RedisUrl",
+        "RedisSecretArn",
+        "SubnetIds",
+        "SecurityGroupIds",
+        "JwtSecretArn",
+    }
     kinds = {r["Type"] for r in data["Resources"].values()}
     assert {
         "AWS::RDS::DBCluster",
