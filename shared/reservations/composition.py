@@ -154,8 +154,19 @@ class Container:
         from reservations.adapters.slot_cache import SlotCache
 
         return SlotCache.from_url(
-            self.settings.redis_url, ttl_seconds=self.settings.cache_expiry_seconds, on_open=self._redis_outage
+            self.settings.redis_url,
+            ttl_seconds=self.settings.cache_expiry_seconds,
+            on_open=self._redis_outage,
+            credential_provider=self._redis_credentials(),
         )
+
+    def _redis_credentials(self) -> Any:
+        """The cache's ACL user from REDIS_SECRET_ARN (read when a connection opens)."""
+        if not self.settings.redis_secret_arn:
+            return None
+        from reservations.adapters.credentials import RedisSecretCredentials
+
+        return RedisSecretCredentials(self.settings.redis_secret_arn)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter | NoLimiter:
@@ -164,7 +175,9 @@ class Container:
 
         if not self.settings.cache_enabled:
             return NoLimiter()
-        return RateLimiter(self.settings.redis_url, on_open=self._limiter_outage)
+        return RateLimiter(
+            self.settings.redis_url, on_open=self._limiter_outage, credential_provider=self._redis_credentials()
+        )
 
     def _limiter_outage(self, error: BaseException) -> None:
         from reservations.adapters.rate_limit import CIRCUIT_SECONDS

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Unset: TLS when the connection comes from DATABASE_SECRET_ARN (RDS), none otherwise.
     database_tls: bool | None = None
     redis_url: str = DEFAULT_REDIS_URL
+    # A Secrets Manager secret {"username", "password"} of the cache's ACL user.
+    redis_secret_arn: str | None = None
     jwt_secret_key: SecretStr | None = None
     jwt_secret_arn: str | None = None
     jwt_issuer: str = "reservations"

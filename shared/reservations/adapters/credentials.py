@@ -60,3 +60,23 @@ def refresh_credentials_on_connect(engine: Engine, settings: Settings) -> None:
         secret = database_secret(settings)
         cparams["user"] = str(secret["username"])
         cparams["password"] = str(secret["password"])
+
+
+class RedisSecretCredentials:
+    """redis-py credentials from a Secrets Manager secret `{"username", "password"}` (the
+    cache's ACL user), read when a connection opens, so a rotated password is picked up
+    once Powertools' cache of it expires."""
+
+    def __init__(self, secret_arn: str) -> None:
+        self._secret_arn = secret_arn
+
+    def get_credentials(self) -> tuple[str, str]:
+        from aws_lambda_powertools.utilities import parameters
+
+        secret = parameters.get_secret(self._secret_arn, transform="json", max_age=SECRET_CACHE_SECONDS)
+        if not isinstance(secret, Mapping) or not secret.get("username") or not secret.get("password"):
+            raise ConfigurationError("REDIS_SECRET_ARN: the secret needs a username and a password")
+        return str(secret["username"]), str(secret["password"])
+
+    async def get_credentials_async(self) -> tuple[str, str]:
+        return self.get_credentials()

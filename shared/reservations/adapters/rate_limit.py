@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
@@ -46,7 +47,12 @@ def _digest(key: str) -> str:
 
 class RateLimiter:
     def __init__(
-        self, redis_url: str, *, on_open: Callable[[BaseException], None] | None = None, prefix: str = "ratelimit"
+        self,
+        redis_url: str,
+        *,
+        on_open: Callable[[BaseException], None] | None = None,
+        prefix: str = "ratelimit",
+        credential_provider: Any = None,
     ) -> None:
         # Short timeouts and no retries, as for the slot cache: a dead Redis must not stall sign-ins.
         self._storage = RedisStorage(
@@ -56,6 +62,7 @@ class RateLimiter:
             socket_connect_timeout=0.1,
             socket_timeout=0.2,
             retry_on_timeout=False,
+            **({"credential_provider": credential_provider} if credential_provider is not None else {}),
         )
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._on_open = on_open

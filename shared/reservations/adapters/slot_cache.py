@@ -149,6 +149,7 @@ class SlotCache:
         ttl_seconds: int,
         on_open: Callable[[BaseException], None] | None = None,
         circuit_seconds: float = CIRCUIT_SECONDS,
+        credential_provider: Any = None,
     ) -> SlotCache:
         # redis-py's defaults (5 s timeouts, 3 retries) would stall a request for many
         # seconds when Redis hangs; fail fast instead and fall back to Postgres.
@@ -159,6 +160,7 @@ class SlotCache:
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
+            credential_provider=credential_provider,
         )
         breaker = CircuitBreaker(
             open_seconds=circuit_seconds, on_open=on_open or functools.partial(_log_outage, seconds=circuit_seconds)
