@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+from typing import Annotated, Literal
 
-from fastapi import Form, Request, Response, status
+from fastapi import Form, Query, Request, Response, status
 
 from reservations.composition import Container
 from reservations.http import client_limits
 from reservations.http.app import create_app
+from reservations.http.booking_schemas import MAX_ID
 from reservations.http.client_limits import enforce, source_ip
 from reservations.http.deps import Caller, OptionalCaller
 from reservations.http.integration_schemas import MePatch
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.http.schemas import (
+    AuditPageOut,
     LogoutRequest,
     MessageOut,
     PasswordResetConfirm,
@@ -25,6 +28,7 @@ from reservations.http.schemas import (
     UserOut,
     VerificationConfirm,
 )
+from reservations.usecases.audit import AuditFilter
 
 # Settings are validated here, at import of the handler, so a bad variable fails the cold start.
 container = Container()
@@ -32,6 +36,7 @@ app = create_app("Reservations auth", container)
 client_limits.install(app)
 accounts = container.accounts
 
+Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")]
 RESET_REQUESTED = "if an account exists for this e-mail, a reset message has been sent"
 
 
@@ -122,6 +127,39 @@ def email_verification_request(caller: Caller, request: Request) -> MessageOut:
 def email_verification_confirm(body: VerificationConfirm, request: Request) -> UserOut:
     enforce(request, container, "email-verification")
     return UserOut.model_validate(accounts.confirm_email_verification(body.token))
+
+
+@app.get("/audit", response_model=AuditPageOut)
+def audit_log(
+    caller: Caller,
+    actor_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    target_type: Annotated[
+        Literal["user", "provider", "appointment", "visit_type", "availability", "webhook"] | None, Query()
+    ] = None,
+    target_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z_.]+$")] = None,
+    start: Annotated[dt.datetime | None, Query(alias="from", description="inclusive, ISO 8601")] = None,
+    end: Annotated[dt.datetime | None, Query(alias="to", description="exclusive, ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")
+    ] = None,
+) -> AuditPageOut:
+    where = AuditFilter(actor_id, target_type, target_id, action, start, end)
+    page = container.audit.search(caller, where, limit=limit, cursor=cursor)
+    return AuditPageOut.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@app.get("/me/activity", response_model=AuditPageOut)
+def my_activity(
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")
+    ] = None,
+) -> AuditPageOut:
+    page = container.audit.activity(caller, limit=limit, cursor=cursor)
+    return AuditPageOut.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 handler = make_lambda_handler(app, container.settings)

@@ -196,6 +196,8 @@ def grant_api_role(url: str, secret: Mapping[str, Any]) -> str:
                 f"GRANT {TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA public TO {role}",
                 # Alembic's bookkeeping: readable, never writable by the API.
                 f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+                # The audit trail is append-only: the API writes entries, never changes them.
+                f"REVOKE UPDATE, DELETE ON audit_log FROM {role}",
                 f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
                 f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {TABLE_PRIVILEGES} ON TABLES TO {role}",

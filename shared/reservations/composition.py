@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from reservations.adapters.rate_limit import NoLimiter, RateLimiter
     from reservations.adapters.webhook_transport import WebhookTransport
     from reservations.usecases.accounts import AccountUseCases
+    from reservations.usecases.audit import AuditUseCases
     from reservations.usecases.booking import BookingUseCases
     from reservations.usecases.events import EventUseCases
     from reservations.usecases.housekeeping import HousekeepingUseCases
@@ -282,6 +283,12 @@ class Container:
         from reservations.usecases.integrations import IntegrationUseCases
 
         return IntegrationUseCases(self)
+
+    @cached_property
+    def audit(self) -> AuditUseCases:
+        from reservations.usecases.audit import AuditUseCases
+
+        return AuditUseCases(self)
 
     def publish_after_commit(self) -> None:
         self.events.publish_after_commit()

@@ -306,6 +306,7 @@ def http_event(
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     source_ip: str | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """The payload 2.0 event of one request, as from events/http-api-request.json.
 
@@ -343,7 +344,7 @@ def http_event(
         protocol=sample_context["http"]["protocol"],
         scheme=sample["headers"]["x-forwarded-proto"],
         server_port=int(sample["headers"]["x-forwarded-port"]),
-        request_id=uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
         now=datetime.fromtimestamp(sample_context["timeEpoch"] / 1000, UTC),
         stage=sample_context["stage"],
     )

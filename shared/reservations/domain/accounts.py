@@ -23,6 +23,7 @@ from reservations.adapters.db import (
 )
 from reservations.adapters.mail import compose
 from reservations.adapters.security import AccessClaims, PasswordHasher, TokenCodec, opaque_token, token_digest
+from reservations.domain.audit import record_audit
 from reservations.domain.errors import (
     Conflict,
     Forbidden,
@@ -123,7 +124,14 @@ class AccountService:
     ) -> User:
         if role not in SELF_SERVICE_ROLES and not (role == "admin" and actor is not None and actor.role == "admin"):
             raise Forbidden("only an admin can create admin accounts", code="admin_required")
-        return self._create_user(name=name, email=email, password=password, role=role, timezone=timezone)
+        user = self._create_user(name=name, email=email, password=password, role=role, timezone=timezone)
+        self._audit(
+            actor or user,
+            "admin.created" if role == "admin" else "user.registered",
+            user,
+            details={"role": role},
+        )
+        return user
 
     def create_first_admin(self, *, name: str, email: str, password: str) -> User:
         """Operator bootstrap (the CLI and the migrate function): needs no admin token, and
@@ -134,7 +142,9 @@ class AccountService:
             raise Conflict(
                 "an admin exists already; admins create further admins with POST /register", code="admin_exists"
             )
-        return self._create_user(name=name, email=email, password=password, role="admin", timezone="UTC")
+        admin = self._create_user(name=name, email=email, password=password, role="admin", timezone="UTC")
+        self._audit(None, "admin.created", admin, details={"role": "admin", "bootstrap": True})
+        return admin
 
     def _create_user(self, *, name: str, email: str, password: str, role: str, timezone: str) -> User:
         validate_password(password)
@@ -169,8 +179,11 @@ class AccountService:
         if not self.hasher.verify(password, user.password_hash if user else None) or user is None:
             # The failure must count even though the request fails.
             self.session.add(LoginFailure(email_key=key, failed_at=self.now, source_ip=source_ip))
+            # The target is the account if there is one; an unknown e-mail is not recorded.
+            self._audit(None, "login.failed", user, details={"known_account": user is not None})
             raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials", keep_changes=True)
         self._forget_failures(key, source_ip)
+        self._audit(user, "login.succeeded", user)
         return self._issue_pair(user, family_id=str(uuid.uuid4()))
 
     def _forget_failures(self, key: str, source_ip: str | None) -> None:
@@ -224,6 +237,8 @@ class AccountService:
                 .where(RefreshToken.family_id == stored.family_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=self.now)
             )
+            owner = self.session.get(User, stored.user_id)
+            self._audit(None, "refresh_token.reused", owner, details={"family_revoked": True})
             raise Unauthenticated("refresh token already used", code="refresh_token_reused", keep_changes=True)
         user = self.session.get(User, stored.user_id)
         if stored.expires_at <= self.now or user is None or user.token_version != stored.token_version:
@@ -291,6 +306,7 @@ class AccountService:
     ) -> None:
         self._reauthenticate(user, current_password, source_ip)
         self._set_password(user, new_password)
+        self._audit(user, "password.changed", user)
 
     def admin_set_password(
         self,
@@ -313,6 +329,7 @@ class AccountService:
                 )
             self._reauthenticate(actor, current_password, source_ip)
         self._set_password(user, new_password)
+        self._audit(actor, "password.set_by_admin", user)
         return user
 
     def _set_password(self, user: User, new_password: str) -> None:
@@ -367,6 +384,8 @@ class AccountService:
                 .where(RefreshToken.family_id == stored.family_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=self.now)
             )
+            user = self.session.get(User, stored.user_id)
+            self._audit(user, "logout", user)
 
     def logout_everywhere(self, user: User) -> None:
         """Every access and refresh token of the user stops working at once."""
@@ -377,6 +396,7 @@ class AccountService:
             .values(revoked_at=self.now)
         )
         self.session.flush()
+        self._audit(user, "logout.everywhere", user)
 
     # --- e-mail verification -------------------------------------------------------
 
@@ -504,7 +524,25 @@ class AccountService:
             raise InvalidRequest("reset token is invalid, used or expired", code="invalid_reset_token")
         stored.used_at = self.now
         self._set_password(user, new_password)
+        self._audit(user, "password.reset", user)
         return user
+
+    # --- the audit trail ------------------------------------------------------------
+
+    def _audit(
+        self, actor: User | None, action: str, target: User | None, *, details: dict[str, object] | None = None
+    ) -> None:
+        record_audit(
+            self.session,
+            at=self.now,
+            actor_id=actor.id if actor is not None else None,
+            actor_role=actor.role if actor is not None else "anonymous",
+            action=action,
+            target_type="user",
+            target_id=target.id if target is not None else None,
+            subject_id=target.id if target is not None and target is not actor else None,
+            details=details,
+        )
 
     # --- lookups -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reservations.composition import Container
+from reservations.domain.audit import bind_request, release_request
 from reservations.domain.errors import (
     Conflict,
     DomainError,
@@ -142,6 +143,25 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:
     return error_response(500, "internal server error", "internal_error")
 
 
+class RequestContextMiddleware:
+    """Binds API Gateway's request id and source address for the audit trail (a plain
+    ASGI wrapper: no per-request task or stream, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        context = (scope.get("aws.event") or {}).get("requestContext") or {}
+        token = bind_request(context.get("requestId"), (context.get("http") or {}).get("sourceIp"))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            release_request(token)
+
+
 def create_app(title: str, container: Container, **kwargs: Any) -> FastAPI:
     """FastAPI's default 422 body for schema errors is kept on purpose (clients of the
     original API parse it); every other error gets our envelope."""
@@ -161,4 +181,5 @@ def create_app(title: str, container: Container, **kwargs: Any) -> FastAPI:
     # pg8000's socket timeout (DB_CONNECT_TIMEOUT_SECONDS bounds every read) surfaces bare.
     app.add_exception_handler(TimeoutError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -56,6 +56,8 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     "POST /email-verification/confirm": {400: ("invalid_verification_token",), 429: LIMITED},
     "GET /me": {401: TOKEN},
     "PATCH /me": {401: TOKEN, 422: ("invalid_timezone",)},
+    "GET /audit": {401: TOKEN, 403: ("admin_required",), 422: ("invalid_cursor",)},
+    "GET /me/activity": {401: TOKEN, 422: ("invalid_cursor",)},
     # --- providers ----------------------------------------------------------------------
     "GET /providers": {401: TOKEN, 403: ("wrong_role",)},
     "POST /providers/{provider_id}/availability": {

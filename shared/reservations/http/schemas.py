@@ -232,3 +232,21 @@ class VerificationConfirm(BaseModel):
 
 class MessageOut(BaseModel):
     message: str
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor_id: int | None
+    actor_role: str
+    action: str
+    target_type: Literal["user", "provider", "appointment", "visit_type", "availability", "webhook"]
+    target_id: int | None
+    request_id: str | None
+    source_ip: str | None
+    details: dict[str, Any]
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None

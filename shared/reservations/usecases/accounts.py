@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from reservations.adapters.db import User
 from reservations.adapters.security import AccessClaims
 from reservations.domain.accounts import AccountService, TokenPair, current_user, validate_timezone
+from reservations.domain.audit import record_audit
 from reservations.usecases import Resources
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,16 @@ class AccountUseCases:
                     user.slots_version += 1  # every local day shifts: all cached days are stale
             if "notify_email" in changes:
                 user.notify_email = bool(changes["notify_email"])
+            record_audit(
+                session,
+                at=self._resources.now(),
+                actor_id=user.id,
+                actor_role=user.role,
+                action="user.profile_changed",
+                target_type="user",
+                target_id=user.id,
+                details={"fields": sorted(changes)},
+            )
             return user
 
     def register(

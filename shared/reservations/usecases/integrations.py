@@ -18,6 +18,7 @@ from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.adapters.security import AccessClaims
 from reservations.adapters.webhook_transport import WebhookUrlRefused, new_secret
 from reservations.domain.accounts import current_user
+from reservations.domain.audit import record_audit
 from reservations.domain.errors import Conflict, Forbidden, NotFound, Unprocessable
 from reservations.domain.events import SUBSCRIBABLE, WEBHOOK_PING, iso
 from reservations.domain.notifications import FeedEntry, calendar_feed
@@ -67,6 +68,7 @@ class IntegrationUseCases:
             )
             session.add(webhook)
             session.flush()
+            self._audit(session, owner, "webhook.created", webhook.id, events=subscribed)
             return CreatedWebhook(webhook, secret)
 
     def list_webhooks(self, caller: AccessClaims) -> list[Webhook]:
@@ -80,12 +82,15 @@ class IntegrationUseCases:
 
     def delete_webhook(self, caller: AccessClaims, webhook_id: int) -> None:
         with self._resources.unit_of_work() as session:
-            session.delete(self._own_webhook(session, caller, webhook_id))
+            webhook = self._own_webhook(session, caller, webhook_id)
+            session.delete(webhook)
+            self._audit(session, session.get_one(User, webhook.owner_id), "webhook.deleted", webhook_id)
 
     def rotate_secret(self, caller: AccessClaims, webhook_id: int) -> CreatedWebhook:
         with self._resources.unit_of_work() as session:
             webhook = self._own_webhook(session, caller, webhook_id, lock=True)
             webhook.secret = new_secret()
+            self._audit(session, session.get_one(User, webhook.owner_id), "webhook.secret_rotated", webhook_id)
             return CreatedWebhook(webhook, webhook.secret)
 
     def ping(self, caller: AccessClaims, webhook_id: int) -> WebhookDelivery:
@@ -144,6 +149,18 @@ class IntegrationUseCases:
             # Leased, so the dispatch pass does not attempt it at the same moment.
             delivery.next_attempt_at = now + timedelta(minutes=1)
         return self._resources.events.attempt_delivery(delivery_id)
+
+    def _audit(self, session: Session, actor: User, action: str, webhook_id: int, **details: Any) -> None:
+        record_audit(
+            session,
+            at=self._resources.now(),
+            actor_id=actor.id,
+            actor_role=actor.role,
+            action=action,
+            target_type="webhook",
+            target_id=webhook_id,
+            details=details,
+        )
 
     def _owner(self, session: Session, caller: AccessClaims, *, lock: bool = False) -> User:
         user = current_user(session, caller)

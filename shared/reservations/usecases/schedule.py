@@ -11,6 +11,7 @@ from typing import Any
 from reservations.adapters.db import User, VisitType
 from reservations.adapters.security import AccessClaims
 from reservations.domain.accounts import current_user
+from reservations.domain.audit import record_audit
 from reservations.domain.availability import Availability
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Forbidden, NotFound, Unprocessable
@@ -75,6 +76,10 @@ class ScheduleUseCases:
             schedule = self._schedule(session)
             result = schedule.post_availability(current_user(session, caller), provider_id, posted)
             conflicts = [appointment_view(a, schedule.now) for a in result.conflicts]
+            actor = session.get_one(User, caller.user_id)
+            self._audit(
+                session, actor, "availability.posted", "availability", provider_id, days_changed=len(result.touched)
+            )
             if result.touched:
                 provider = session.get_one(User, provider_id)
                 record_event(
@@ -157,6 +162,16 @@ class ScheduleUseCases:
             viewer = current_user(session, caller)
             directory = ProviderDirectory(session)
             provider = directory.update_profile(viewer, provider_id, changes)
+            rules = sorted((changes.get("rules") or {}).keys()) if isinstance(changes.get("rules"), Mapping) else []
+            self._audit(
+                session,
+                viewer,
+                "provider.rules_changed" if rules else "provider.profile_changed",
+                "provider",
+                provider.id,
+                fields=sorted(changes),
+                rules=rules,
+            )
             return self._profile(directory, viewer, provider)
 
     def _profile(self, directory: ProviderDirectory, viewer: User, provider: User) -> ProviderProfile:
@@ -176,15 +191,35 @@ class ScheduleUseCases:
 
     def add_visit_type(self, caller: AccessClaims, provider_id: int, fields: Mapping[str, Any]) -> VisitType:
         with self._resources.unit_of_work() as session:
-            return ProviderDirectory(session).add_visit_type(current_user(session, caller), provider_id, fields)
+            actor = current_user(session, caller)
+            added = ProviderDirectory(session).add_visit_type(actor, provider_id, fields)
+            self._audit(session, actor, "visit_type.created", "visit_type", added.id, provider_id=provider_id)
+            return added
 
     def update_visit_type(self, caller: AccessClaims, visit_type_id: int, changes: Mapping[str, Any]) -> VisitType:
         with self._resources.unit_of_work() as session:
-            return ProviderDirectory(session).update_visit_type(current_user(session, caller), visit_type_id, changes)
+            actor = current_user(session, caller)
+            changed = ProviderDirectory(session).update_visit_type(actor, visit_type_id, changes)
+            self._audit(session, actor, "visit_type.changed", "visit_type", visit_type_id, fields=sorted(changes))
+            return changed
 
     def remove_visit_type(self, caller: AccessClaims, visit_type_id: int) -> None:
         with self._resources.unit_of_work() as session:
-            ProviderDirectory(session).deactivate_visit_type(current_user(session, caller), visit_type_id)
+            actor = current_user(session, caller)
+            ProviderDirectory(session).deactivate_visit_type(actor, visit_type_id)
+            self._audit(session, actor, "visit_type.removed", "visit_type", visit_type_id)
+
+    def _audit(self, session: Any, actor: User, action: str, target_type: str, target_id: int, **details: Any) -> None:
+        record_audit(
+            session,
+            at=self._resources.now(),
+            actor_id=actor.id,
+            actor_role=actor.role,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            details=details,
+        )
 
     def directory(
         self, caller: AccessClaims, *, q: str | None, specialty: str | None, limit: int, cursor: str | None
