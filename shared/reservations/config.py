@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     event_bus_name: str | None = None
     publish_after_commit: bool = True
     outbox_retention_days: int = Field(default=7, ge=1, le=3650)
+    # Appointments that ended longer ago, with their histories, are purged; audit entries
+    # after AUDIT_RETENTION_DAYS (default: the same). Postgres keeps both 30 days at least.
+    retention_days: int = Field(default=730, ge=30, le=36500)
+    audit_retention_days: int | None = Field(default=None, ge=30, le=36500)
     # Local mode also writes every message as an .eml file here (default .local/mail).
     mail_dir: str | None = None
     reminder_hours_before: str = "24"

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import redis
@@ -45,6 +45,8 @@ class SyncSummary:
     keys_repaired: int = 0
     keys_stale: int = 0
     rows_purged: int = 0
+    appointments_purged: int = 0
+    audit_entries_purged: int = 0
     cache_available: bool = True
     duration_ms: float = 0.0
 
@@ -204,4 +206,30 @@ class HousekeepingUseCases:
         r = self._resources
         store = r.day_store
         cache = store if isinstance(store, SlotCache) and not isinstance(store, NoStore) else None
-        return run_sync_pass(r.unit_of_work, cache, policy=r.booking_policy, now=r.now())
+        summary = run_sync_pass(r.unit_of_work, cache, policy=r.booking_policy, now=r.now())
+        settings = r.settings
+        audit_days = settings.audit_retention_days or settings.retention_days
+        summary.appointments_purged = purge_in_batches(
+            r.unit_of_work, "purge_appointments", r.now() - timedelta(days=settings.retention_days)
+        )
+        summary.audit_entries_purged = purge_in_batches(
+            r.unit_of_work, "audit_purge", r.now() - timedelta(days=audit_days)
+        )
+        return summary
+
+
+def purge_in_batches(transaction: Transaction, function: str, cutoff: datetime) -> int:
+    """Retention through the owner's functions (migration 0007): the API's role may not
+    delete audit entries or appointment histories itself. Short transactions, bounded."""
+    total = 0
+    for _ in range(PURGE_MAX_BATCHES):
+        with transaction() as session:
+            purged = int(
+                session.execute(
+                    text(f"SELECT {function}(:cutoff, :batch)"), {"cutoff": cutoff, "batch": PURGE_BATCH}
+                ).scalar_one()
+            )
+        total += purged
+        if purged < PURGE_BATCH:
+            break
+    return total

@@ -82,6 +82,35 @@ def upgrade() -> None:
             RETURN purged;
         END $$;
 
+        -- Retention: appointments that ended before `cutoff`, with their history (whose
+        -- append-only trigger lets this function, and only it, through) and reminders; a
+        -- kept successor or predecessor loses its link to a purged one.
+        CREATE OR REPLACE FUNCTION appointment_history_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' AND current_setting('reservations.retention_purge', true) = 'on' THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'appointment_history is append-only' USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        CREATE FUNCTION purge_appointments(cutoff timestamptz, batch integer) RETURNS bigint
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+        DECLARE purged bigint;
+        BEGIN
+            IF cutoff > now() - interval '30 days' THEN
+                RAISE EXCEPTION 'appointments are kept at least 30 days' USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            CREATE TEMP TABLE IF NOT EXISTS purging (id bigint PRIMARY KEY) ON COMMIT DROP;
+            DELETE FROM purging;
+            INSERT INTO purging SELECT id FROM appointments WHERE end_time < cutoff ORDER BY id LIMIT batch;
+            UPDATE appointments SET rescheduled_from = NULL WHERE rescheduled_from IN (SELECT id FROM purging);
+            UPDATE appointments SET rescheduled_to = NULL WHERE rescheduled_to IN (SELECT id FROM purging);
+            PERFORM set_config('reservations.retention_purge', 'on', true);
+            DELETE FROM appointments WHERE id IN (SELECT id FROM purging);
+            GET DIAGNOSTICS purged = ROW_COUNT;
+            PERFORM set_config('reservations.retention_purge', 'off', true);
+            RETURN purged;
+        END $$;
+
         -- Every appointment transition (the domain's, lazy and swept expiries alike). Its
         -- source address is the access log's, found by the request id.
         CREATE FUNCTION appointment_history_to_audit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -108,6 +137,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        DROP FUNCTION purge_appointments(timestamptz, integer);
+        CREATE OR REPLACE FUNCTION appointment_history_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'appointment_history is append-only' USING ERRCODE = 'insufficient_privilege';
+        END $$;
         DROP TRIGGER appointment_history_audit ON appointment_history;
         DROP FUNCTION appointment_history_to_audit();
         DROP FUNCTION audit_purge(timestamptz, integer);
