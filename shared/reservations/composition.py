@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from reservations.usecases.events import EventUseCases
     from reservations.usecases.housekeeping import HousekeepingUseCases
     from reservations.usecases.integrations import IntegrationUseCases
+    from reservations.usecases.privacy import PrivacyUseCases
     from reservations.usecases.schedule import ScheduleUseCases
 
 logger = logging.getLogger("reservations.cache")
@@ -283,6 +284,12 @@ class Container:
         from reservations.usecases.integrations import IntegrationUseCases
 
         return IntegrationUseCases(self)
+
+    @cached_property
+    def privacy(self) -> PrivacyUseCases:
+        from reservations.usecases.privacy import PrivacyUseCases
+
+        return PrivacyUseCases(self)
 
     @cached_property
     def audit(self) -> AuditUseCases:

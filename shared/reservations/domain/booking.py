@@ -415,6 +415,33 @@ class BookingService:
         )
         return appointment
 
+    def cancel_for_erasure(self, appointment_id: int, reason: str) -> Appointment | None:
+        """A system cancellation (an account erased): no actor, no change window; the
+        history row (actor_role 'system') emits the event that tells the other party.
+        None when the appointment is no longer an upcoming hold or booking."""
+        appointment = self.session.scalars(
+            select(Appointment)
+            .where(Appointment.id == appointment_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
+        if appointment is None or appointment.start_time <= self.now:
+            return None
+        if effective_status(appointment, self.now) not in ("reserved", "confirmed"):
+            return None
+        previous = appointment.status
+        appointment.status = "cancelled"
+        appointment.expires_at = None
+        appointment.updated_at = self.now
+        appointment.cancellation_reason = reason
+        appointment.cancelled_by = "system"
+        self.session.flush()
+        self._record(appointment.id, previous, "cancelled", None)
+        bump_slot_days(
+            self.session, appointment.provider_id, days_spanned(appointment.busy_start, appointment.busy_end)
+        )
+        return appointment
+
     def record_attendance(self, actor: User, appointment_id: int, attendance: str) -> Appointment:
         """``completed`` or ``no_show``, by its provider or an admin, once a confirmed
         appointment's start has passed; changeable between the two for 7 days."""
