@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import Form, Query, Request, Response, status
+from fastapi import Form, Path, Query, Request, Response, status
 
 from reservations.composition import Container
+from reservations.domain.errors import Unprocessable
 from reservations.http import client_limits
 from reservations.http.app import create_app
 from reservations.http.booking_schemas import MAX_ID
@@ -15,7 +16,9 @@ from reservations.http.client_limits import enforce, source_ip
 from reservations.http.deps import Caller, OptionalCaller
 from reservations.http.integration_schemas import MePatch
 from reservations.http.lambda_entry import make_lambda_handler
+from reservations.http.privacy_schemas import EraseRequest, ExportOut
 from reservations.http.schemas import (
+    MOMENT_PATTERN,
     AuditPageOut,
     LogoutRequest,
     MessageOut,
@@ -37,6 +40,18 @@ client_limits.install(app)
 accounts = container.accounts
 
 Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")]
+
+
+def moment(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Unprocessable(f"{value!r} is not a date or an RFC 3339 time", code="invalid_date_range") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 RESET_REQUESTED = "if an account exists for this e-mail, a reset message has been sent"
 
 
@@ -138,14 +153,18 @@ def audit_log(
     ] = None,
     target_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     action: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z_.]+$")] = None,
-    start: Annotated[dt.datetime | None, Query(alias="from", description="inclusive, ISO 8601")] = None,
-    end: Annotated[dt.datetime | None, Query(alias="to", description="exclusive, ISO 8601")] = None,
+    start: Annotated[
+        str | None, Query(alias="from", pattern=MOMENT_PATTERN, description="inclusive; UTC unless an offset")
+    ] = None,
+    end: Annotated[
+        str | None, Query(alias="to", pattern=MOMENT_PATTERN, description="exclusive; UTC unless an offset")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")
     ] = None,
 ) -> AuditPageOut:
-    where = AuditFilter(actor_id, target_type, target_id, action, start, end)
+    where = AuditFilter(actor_id, target_type, target_id, action, moment(start), moment(end))
     page = container.audit.search(caller, where, limit=limit, cursor=cursor)
     return AuditPageOut.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
@@ -160,6 +179,29 @@ def my_activity(
 ) -> AuditPageOut:
     page = container.audit.activity(caller, limit=limit, cursor=cursor)
     return AuditPageOut.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@app.get("/me/export", response_model=ExportOut)
+def export_me(caller: Caller) -> ExportOut:
+    return ExportOut.model_validate(container.privacy.export_own(caller))
+
+
+@app.get("/users/{user_id}/export", response_model=ExportOut)
+def export_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> ExportOut:
+    return ExportOut.model_validate(container.privacy.export_user(caller, user_id))
+
+
+@app.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_me(body: EraseRequest, caller: Caller, request: Request) -> Response:
+    enforce(request, container, "delete-account", account=f"user:{caller.user_id}")
+    container.privacy.erase_own(caller, password=body.password, source_ip=source_ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@app.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> Response:
+    container.privacy.erase_user(caller, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 handler = make_lambda_handler(app, container.settings)

@@ -56,8 +56,17 @@ ERRORS: dict[str, dict[int, tuple[str, ...]]] = {
     "POST /email-verification/confirm": {400: ("invalid_verification_token",), 429: LIMITED},
     "GET /me": {401: TOKEN},
     "PATCH /me": {401: TOKEN, 422: ("invalid_timezone",)},
-    "GET /audit": {401: TOKEN, 403: ("admin_required",), 422: ("invalid_cursor",)},
+    "GET /audit": {401: TOKEN, 403: ("admin_required",), 422: ("invalid_cursor", "invalid_date_range")},
     "GET /me/activity": {401: TOKEN, 422: ("invalid_cursor",)},
+    "GET /me/export": {401: TOKEN},
+    "GET /users/{user_id}/export": {401: TOKEN, 404: ("user_not_found",)},
+    "DELETE /me": {
+        401: TOKEN,
+        403: ("wrong_password",),
+        409: ("last_admin", "has_future_appointments"),
+        429: ("login_locked", "rate_limited"),
+    },
+    "DELETE /users/{user_id}": {401: TOKEN, 404: ("user_not_found",), 409: ("last_admin", "has_future_appointments")},
     # --- providers ----------------------------------------------------------------------
     "GET /providers": {401: TOKEN, 403: ("wrong_role",)},
     "POST /providers/{provider_id}/availability": {

@@ -47,6 +47,10 @@ _DAY = (
 )
 # Only real calendar days (a generator drawing from the pattern needs no luck), 1970-2199.
 DATE_PATTERN = rf"^{_DAY}$"
+# A day, or a moment of one (RFC 3339; no offset means UTC), for range filters.
+MOMENT_PATTERN = (
+    rf"^{_DAY}(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{{1,6}})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
 _DATE_SYNTAX = re.compile(rf"{YEAR}-[0-9]{{2}}-[0-9]{{2}}")
 START_TIME_PATTERN = (
     rf"^{_DAY}T([01][0-9]|2[0-3]):(00|15|30|45):00(\.0{{1,6}})?(Z|[+-](0[0-9]|1[0-3]):(00|15|30|45)|[+-]14:00)?$"
