@@ -357,6 +357,8 @@ def test_the_scheduled_event_expires_stale_holds_and_returns_the_summary(sync_wo
         "keys_repaired",
         "keys_stale",
         "rows_purged",
+        "appointments_purged",
+        "audit_entries_purged",
         "cache_available",
         "duration_ms",
     }
