@@ -334,7 +334,7 @@ def test_oversized_body_is_413(auth: FunctionClient) -> None:
 
 
 def test_unknown_method_on_route_is_a_json_error(auth: FunctionClient) -> None:
-    response = auth.call("DELETE", "/me")
+    response = auth.call("PUT", "/me")
     assert response.status == 405
     assert set(response.body) == {"detail", "code"}
 

@@ -361,6 +361,10 @@ class BookingMachine(RuleBasedStateMachine):
         if not hasattr(self, "providers"):
             return
         earliest = self.now + self.policy.min_notice
+        # Listings start yesterday at the earliest; bookable slots all lie after that.
+        first = max(DAYS[0], (self.now - timedelta(days=1)).date())
+        if first > DAYS[-1]:
+            return
         for provider_id in self.providers:
             taken = {a.start for a in self.appointments if a.provider == provider_id and a.active(self.now)}
             expected = sorted(s for s in self.offered[provider_id] - taken if s >= earliest)
@@ -368,7 +372,7 @@ class BookingMachine(RuleBasedStateMachine):
             for store in (self.cache, None):
                 with self.container.unit_of_work() as session:
                     schedule = ProviderSchedule(session, policy=self.policy, now=self.now, store=store)
-                    listings.append([s for s, _ in schedule.free_slots(provider_id, DAYS[0], DAYS[-1]).slots])
+                    listings.append([s for s, _ in schedule.free_slots(provider_id, first, DAYS[-1]).slots])
             cached, fresh = listings
             assert fresh == expected
             assert cached == fresh
