@@ -3,6 +3,8 @@ one's appointments."""
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
@@ -26,7 +28,7 @@ from reservations.usecases import Resources
 Action = Callable[[BookingService, User], Appointment]
 # deadlock_detected, serialization_failure: Postgres aborted the transaction, not the request.
 RETRYABLE_STATES = frozenset({"40P01", "40001"})
-DEADLOCK_ATTEMPTS = 2
+DEADLOCK_ATTEMPTS = 3
 
 
 class BookingUseCases:
@@ -173,6 +175,10 @@ class BookingUseCases:
                         "the request met a concurrent change to the same appointments; retry it",
                         code="concurrent_change",
                     ) from None
+                # Racers for one slot can deadlock on each other's uncommitted rows before the
+                # winner commits; a short random pause lets it commit, so the retry meets the
+                # winner (409 slot_unavailable) instead of the same deadlock.
+                time.sleep(random.uniform(0.02, 0.1) * attempt)  # noqa: S311 - jitter, not a secret
         raise AssertionError("unreachable")
 
     def _write_once(
