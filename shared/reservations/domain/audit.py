@@ -77,3 +77,19 @@ def record_audit(
             "details": json.dumps(dict(details or {}), default=str),
         },
     )
+
+
+def audit_by_user(
+    session: Session, actor: Any, *, at: datetime, action: str, target_type: str, target_id: int, **details: Any
+) -> None:
+    """An entry whose actor is a signed-in user (anything with `id` and `role`)."""
+    record_audit(
+        session,
+        at=at,
+        actor_id=actor.id,
+        actor_role=actor.role,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        details=details,
+    )

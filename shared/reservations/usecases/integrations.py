@@ -18,7 +18,7 @@ from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.adapters.security import AccessClaims
 from reservations.adapters.webhook_transport import WebhookUrlRefused, new_secret
 from reservations.domain.accounts import current_user
-from reservations.domain.audit import record_audit
+from reservations.domain.audit import audit_by_user
 from reservations.domain.errors import Conflict, Forbidden, NotFound, Unprocessable
 from reservations.domain.events import SUBSCRIBABLE, WEBHOOK_PING, iso
 from reservations.domain.notifications import FeedEntry, calendar_feed
@@ -151,15 +151,14 @@ class IntegrationUseCases:
         return self._resources.events.attempt_delivery(delivery_id)
 
     def _audit(self, session: Session, actor: User, action: str, webhook_id: int, **details: Any) -> None:
-        record_audit(
+        audit_by_user(
             session,
+            actor,
             at=self._resources.now(),
-            actor_id=actor.id,
-            actor_role=actor.role,
             action=action,
             target_type="webhook",
             target_id=webhook_id,
-            details=details,
+            **details,
         )
 
     def _owner(self, session: Session, caller: AccessClaims, *, lock: bool = False) -> User:

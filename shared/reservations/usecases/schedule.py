@@ -11,7 +11,7 @@ from typing import Any
 from reservations.adapters.db import User, VisitType
 from reservations.adapters.security import AccessClaims
 from reservations.domain.accounts import current_user
-from reservations.domain.audit import record_audit
+from reservations.domain.audit import audit_by_user
 from reservations.domain.availability import Availability
 from reservations.domain.booking import appointment_view
 from reservations.domain.errors import Forbidden, NotFound, Unprocessable
@@ -210,15 +210,14 @@ class ScheduleUseCases:
             self._audit(session, actor, "visit_type.removed", "visit_type", visit_type_id)
 
     def _audit(self, session: Any, actor: User, action: str, target_type: str, target_id: int, **details: Any) -> None:
-        record_audit(
+        audit_by_user(
             session,
+            actor,
             at=self._resources.now(),
-            actor_id=actor.id,
-            actor_role=actor.role,
             action=action,
             target_type=target_type,
             target_id=target_id,
-            details=details,
+            **details,
         )
 
     def directory(
