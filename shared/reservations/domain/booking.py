@@ -80,6 +80,13 @@ def grid_start(start_time: datetime) -> datetime:
     return start
 
 
+def utc_days(start: datetime, end: datetime) -> list[int]:
+    """The UTC days a half-open range touches, ascending, as day ordinals."""
+    first = start.astimezone(UTC).date().toordinal()
+    last = (end.astimezone(UTC) - timedelta(microseconds=1)).date().toordinal()
+    return list(range(first, last + 1))
+
+
 def effective_status(appointment: Appointment, now: datetime) -> str:
     """A hold past its deadline is expired even before anything marks it so."""
     if appointment.status == "reserved" and appointment.expires_at is not None and appointment.expires_at <= now:
@@ -198,16 +205,13 @@ class BookingService:
         else:  # the appointment keeps its type, even one retired since it was booked
             visit_type = self.session.get_one(VisitType, old.visit_type_id)
         previous = old.status
-        old.status = "rescheduled"
-        old.updated_at = self.now
-        self.session.flush()  # the old one stops counting before the new one is checked and inserted
         placement = Placement(provider, visit_type, start, previous, old.expires_at)
         successor = self._place(
             schedule,
             old.patient_id,
             placement,
             note=old.note,
-            moved_from=old.id,
+            replacing=old,
             also_bump=days_spanned(old.busy_start, old.busy_end),
         )
         old.rescheduled_to = successor.id
@@ -223,13 +227,18 @@ class BookingService:
         placement: Placement,
         *,
         note: str | None,
-        moved_from: int | None = None,
+        replacing: Appointment | None = None,
         also_bump: Sequence[date] = (),
     ) -> Appointment:
         """Check the provider's rules for a new appointment and insert it; the exclusion
-        constraints decide the races. ``also_bump``: the days of the appointment it
-        replaces, bumped in the same statement (day rows are always locked in ascending
-        order, so two moves in opposite directions cannot deadlock)."""
+        constraints decide the races. ``replacing``: the appointment it moves, marked
+        ``rescheduled`` once this one holds its locks, so it stops counting before the
+        checks and the insert. ``also_bump``: that appointment's days, bumped in the same
+        statement (day rows are always locked in ascending order, so two moves in
+        opposite directions cannot deadlock).
+
+        Locks are taken in one order by every caller: the patient's row, stale holds in
+        the way, the daily-cap lock, the slot-day locks, then the appointment rows."""
         provider, start = placement.provider, placement.start
         visit = VisitSpec.of(placement.visit_type)
         rules = schedule.rules(provider)
@@ -264,20 +273,18 @@ class BookingService:
         zone = ZoneInfo(provider.timezone)
         local_day = start.astimezone(zone).date()
         days = sorted({*days_spanned(busy_start, busy_end), *also_bump})
-        if rules.daily_cap is not None:
-            # Reservations of one provider-local day run one at a time, so the cap cannot
-            # be raced past. An advisory lock, not the day's version row: confirm, cancel
-            # and expiry bump those last, after their appointment rows, and this INSERT may
-            # wait on such a row, so holding a version row here could deadlock.
-            self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"daily-cap:{provider.id}:{local_day.isoformat()}"},
+        self._queue_for_slot(provider.id, local_day if rules.daily_cap is not None else None, busy_start, busy_end)
+        if replacing is not None:
+            # Marked only now: a racer queued above whose range overlaps the old times
+            # would otherwise wait on this uncommitted change while holding the slot lock.
+            replacing.status = "rescheduled"
+            replacing.updated_at = self.now
+            self.session.flush()
+        if rules.daily_cap is not None and self._booked_on(provider.id, zone, local_day) >= rules.daily_cap:
+            raise Conflict(
+                f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
+                code="daily_limit_reached",
             )
-            if self._booked_on(provider.id, zone, local_day) >= rules.daily_cap:
-                raise Conflict(
-                    f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
-                    code="daily_limit_reached",
-                )
         availability = schedule.load_availability(provider.id, local_day, local_day)
         offered = frozenset(slot for slot, _ in generate_slots(availability, zone, local_day, local_day))
         if not visit_fits(offered, start, visit, zone):
@@ -322,7 +329,7 @@ class BookingService:
             status=placement.status,
             expires_at=placement.expires_at,
             note=note,
-            rescheduled_from=moved_from,
+            rescheduled_from=replacing.id if replacing is not None else None,
             created_at=self.now,
             updated_at=self.now,
         )
@@ -340,6 +347,29 @@ class BookingService:
             raise
         bump_slot_days(self.session, provider.id, days)  # last, after every appointment row lock
         return appointment
+
+    def _queue_for_slot(
+        self, provider_id: int, capped_day: date | None, busy_start: datetime, busy_end: datetime
+    ) -> None:
+        """Wait for earlier writers of these times (and of the capped provider-local day)."""
+        if capped_day is not None:
+            # Reservations of one provider-local day run one at a time, so the cap cannot
+            # be raced past. An advisory lock, not the day's version row: confirm, cancel
+            # and expiry bump those last, after their appointment rows, and this INSERT may
+            # wait on such a row, so holding a version row here could deadlock.
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"daily-cap:{provider_id}:{capped_day.isoformat()}"},
+            )
+        # Racers for overlapping times insert one at a time: the exclusion checks of two
+        # concurrent inserts wait on each other's uncommitted rows, a deadlock Postgres
+        # breaks only after deadlock_timeout, again and again in a crowd. Queued here,
+        # each meets the winner's committed row: an immediate slot_unavailable.
+        # Overlapping ranges share a UTC day; keys in ascending order cannot deadlock.
+        self.session.execute(
+            text("SELECT pg_advisory_xact_lock(:provider, day) FROM unnest(CAST(:days AS integer[])) AS day"),
+            {"provider": provider_id, "days": utc_days(busy_start, busy_end)},
+        )
 
     def _booked_on(self, provider_id: int, zone: ZoneInfo, day: date) -> int:
         """Active appointments of the provider starting on that provider-local day."""
