@@ -73,6 +73,7 @@ class Container:
                 pool_size=self.settings.db_pool_size,
                 connect_timeout=self.settings.db_connect_timeout_seconds,
                 tls=self.settings.database_uses_tls,
+                ping_after_idle_seconds=self.settings.db_ping_after_idle_seconds,
             )
             if self.settings.database_secret_arn:
                 refresh_credentials_on_connect(engine, self.settings)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     database_host: str | None = None
     db_pool_size: int = Field(default=1, ge=1, le=50)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A pooled connection idle longer than this is checked with `SELECT 1` before use;
+    # one used more recently is trusted (0: check before every request).
+    db_ping_after_idle_seconds: float = Field(default=5.0, ge=0)
     # Unset: TLS when the connection comes from DATABASE_SECRET_ARN (RDS), none otherwise.
     database_tls: bool | None = None
     redis_url: str = DEFAULT_REDIS_URL

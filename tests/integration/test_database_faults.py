@@ -5,6 +5,7 @@ test-owned embedded Postgres, never the shared one."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -113,19 +114,42 @@ def test_outage_answers_503_then_recovers_without_losing_bookings(own_postgres: 
     assert rows == [("confirmed", 1)]
 
 
-def test_container_reused_after_its_connection_was_cut(database_url: str) -> None:
+def cut_connection_of(api: World, database_url: str) -> None:
+    """Kill the auth container's server-side connection (as a proxy or failover would)."""
+    with container_of(api.auth).engine.connect() as connection:
+        own_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = create_engine(database_url)
+    with killer.connect() as connection:
+        assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own_pid}).scalar_one()
+    killer.dispose()
+
+
+@pytest.mark.parametrize("ping_after_idle_seconds", [0.0, 0.2])
+def test_a_cut_connection_that_has_idled_is_replaced_unseen(database_url: str, ping_after_idle_seconds: float) -> None:
     api = live_world()
+    container_of(api.auth).configure(db_ping_after_idle_seconds=ping_after_idle_seconds)
     try:
         patient = api.user("patient")
         assert api.auth.get("/me", token=patient["token"]).status == 200
-        # Kill every server-side connection of the auth container (as a proxy or failover would).
-        with container_of(api.auth).engine.connect() as connection:
-            own_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        killer = create_engine(database_url)
-        with killer.connect() as connection:
-            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own_pid}).scalar_one()
-        killer.dispose()
-        # The next request on the same warm container succeeds (pre-ping reconnects).
+        cut_connection_of(api, database_url)
+        time.sleep(ping_after_idle_seconds + 0.1)  # the connection idles past the threshold
+        # The next request on the same warm container succeeds: the idle check reconnects.
+        assert api.auth.get("/me", token=patient["token"]).status == 200
+    finally:
+        api.close()
+
+
+def test_a_connection_cut_between_quick_requests_fails_one_request_then_reconnects(database_url: str) -> None:
+    api = live_world()
+    container_of(api.auth).configure(db_ping_after_idle_seconds=3600)
+    try:
+        patient = api.user("patient")
+        assert api.auth.get("/me", token=patient["token"]).status == 200
+        cut_connection_of(api, database_url)
+        # Used a moment ago, the connection is trusted without a ping: this request meets
+        # the cut and answers 503; the broken connection is dropped, so the next one reconnects.
+        failed = api.auth.get("/me", token=patient["token"])
+        assert (failed.status, failed.body["code"]) == (503, "database_unavailable")
         assert api.auth.get("/me", token=patient["token"]).status == 200
     finally:
         api.close()

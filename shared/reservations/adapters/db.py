@@ -7,6 +7,7 @@ behind RDS Proxy, so `pool_size=1` by default; the local gateway raises it.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -27,12 +28,13 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    event,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from reservations.domain.errors import DomainError
@@ -40,7 +42,14 @@ from reservations.domain.errors import DomainError
 ROLES = ("patient", "provider", "admin")
 
 
-def make_engine(url: str, *, pool_size: int = 1, connect_timeout: float = 5.0, tls: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 1,
+    connect_timeout: float = 5.0,
+    tls: bool = False,
+    ping_after_idle_seconds: float = 5.0,
+) -> Engine:
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
     if tls:
         # pg8000 does not verify unless given a context; RDS certificates chain to the system store.
@@ -49,30 +58,49 @@ def make_engine(url: str, *, pool_size: int = 1, connect_timeout: float = 5.0, t
         url,
         pool_size=pool_size,
         max_overflow=0,
-        pool_pre_ping=True,
         pool_timeout=30,
         connect_args=connect_args,
         # A failed statement's error must not carry its parameters (e-mails, hashes) into logs.
         hide_parameters=True,
     )
-    _ping_treats_socket_errors_as_disconnects(engine)
+    _ping_after_idle(engine, ping_after_idle_seconds)
     return engine
 
 
-def _ping_treats_socket_errors_as_disconnects(engine: Engine) -> None:
-    """pg8000 sometimes lets a reset socket surface as a bare OSError (ConnectionResetError,
-    BrokenPipeError), which SQLAlchemy's pre-ping does not catch (it expects DBAPI errors):
-    a warm container would then fail the request instead of reconnecting."""
+def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's pool_pre_ping costs a `SELECT 1` round trip on every checkout; a
+    connection used a moment ago is almost never dead. So only a connection idle longer
+    than ``idle_seconds`` (a Lambda container thawed after a pause, say) is pinged, and
+    replaced if dead; a connection cut while in use fails that one request (503) and is
+    replaced on the next. Wall-clock time, not monotonic: a frozen container's monotonic
+    clock may not advance while it sleeps."""
     dialect = engine.dialect
-    ping = dialect.do_ping
 
-    def do_ping(dbapi_connection: Any) -> bool:
+    @event.listens_for(engine, "checkin")
+    def stamp(dbapi_connection: Any, record: Any) -> None:
+        record.info[LAST_USED] = time.time()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        last_used = record.info.get(LAST_USED)
+        if last_used is None or time.time() - last_used < idle_seconds:
+            return  # fresh from connect, or used a moment ago
         try:
-            return bool(ping(dbapi_connection))
+            alive = bool(dialect.do_ping(dbapi_connection))
+        except dialect.loaded_dbapi.Error as error:
+            alive = not dialect.is_disconnect(error, dbapi_connection, None)
+            if alive:
+                raise
         except OSError:
-            return False  # disconnected: the pool replaces the connection
+            # pg8000 sometimes lets a reset socket surface as a bare OSError
+            # (ConnectionResetError, BrokenPipeError) rather than a DBAPI error.
+            alive = False
+        if not alive:
+            record.info.pop(LAST_USED, None)
+            raise DisconnectionError("an idle pooled connection was dead; reconnecting")
 
-    dialect.do_ping = do_ping  # type: ignore[method-assign]
+
+LAST_USED = "reservations_last_used"
 
 
 @contextmanager
