@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from reservations.adapters.credentials import SECRET_CACHE_SECONDS, database_url, refresh_credentials_on_connect
-from reservations.adapters.db import make_engine, unit_of_work
+from reservations.adapters.db import make_engine, read_only_session, unit_of_work
 from reservations.adapters.mail import LOCAL_SENDER, LogMailer, Mailer, SesMailer
 from reservations.adapters.security import PasswordHasher, SigningKeys, TokenCodec
 from reservations.config import MIN_SECRET_LENGTH, ConfigurationError, Settings, settings_from_environment
@@ -81,6 +81,9 @@ class Container:
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         return unit_of_work(self.engine)
+
+    def read_only(self) -> AbstractContextManager[Session]:
+        return read_only_session(self.engine)
 
     @cached_property
     def hasher(self) -> PasswordHasher:

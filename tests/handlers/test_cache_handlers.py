@@ -42,6 +42,40 @@ def starts(response: Any) -> list[str]:
 
 
 # --- hit / miss ----------------------------------------------------------------------------------
+def test_a_cached_listing_still_refuses_a_token_revoked_a_moment_ago(world: World) -> None:
+    """The listing checks the token's user in the same statement that reads the day
+    versions: a hit costs one round trip, and a password change revokes at once."""
+    provider, patient = world.user("provider"), world.user("patient")
+    world.post_availability(provider, WEEK)
+    world.slots(provider, patient)
+    assert world.slots(provider, patient).headers["x-cache"] == "hit"
+    changed = world.auth.post(
+        "/reset-password",
+        token=patient["token"],
+        json_body={"current_password": patient["password"], "new_password": "a-brand-new-password"},
+    )
+    assert changed.status == 200, changed.body
+    refused = world.slots(provider, patient)
+    assert (refused.status, refused.body["code"]) == (401, "token_revoked")
+
+
+def test_a_listing_leaves_its_connection_transactional_for_the_next_write(world: World) -> None:
+    """Listings read in autocommit (no BEGIN/COMMIT); the pooled connection they return
+    must run the next unit of work as one transaction again."""
+    provider, patient = world.user("provider"), world.user("patient")
+    world.post_availability(provider, WEEK)
+    assert world.slots(provider, patient).status == 200
+    container = container_of(world.providers)
+
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), container.unit_of_work() as session:
+        session.get_one(User, provider["id"]).bio = "never committed"
+        session.flush()
+        raise Abandoned
+    with container.unit_of_work() as session:
+        assert session.get_one(User, provider["id"]).bio is None
 
 
 def test_x_cache_is_miss_then_hit_then_partial_and_shared_between_containers(world: World) -> None:

@@ -123,6 +123,21 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         session.commit()
 
 
+@contextmanager
+def read_only_session(engine: Engine) -> Iterator[Session]:
+    """Reads without a transaction: the connection runs in autocommit while the block
+    lasts, so no BEGIN or COMMIT round trips; each statement sees what was committed
+    when it began, as under READ COMMITTED. Only for blocks that never write."""
+    with engine.connect() as connection:
+        driver: Any = connection.connection.driver_connection
+        driver.autocommit = True
+        try:
+            with Session(bind=connection, expire_on_commit=False) as session:
+                yield session
+        finally:
+            driver.autocommit = False  # the pool's next user gets a transactional connection
+
+
 def sqlstate(error: DBAPIError) -> str | None:
     """The SQLSTATE of a driver error (pg8000 puts the server's fields in args[0])."""
     details = error.orig.args[0] if error.orig is not None and error.orig.args else None

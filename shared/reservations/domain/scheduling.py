@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
@@ -29,7 +29,7 @@ from reservations.domain.availability import (
     parse_days,
     parse_window,
 )
-from reservations.domain.errors import Forbidden, NotFound, Unprocessable
+from reservations.domain.errors import Forbidden, NotFound, Unauthenticated, Unprocessable
 from reservations.domain.policy import (
     DEFAULT_VISIT,
     MAX_BUFFER,
@@ -39,6 +39,9 @@ from reservations.domain.policy import (
     VisitSpec,
     rules_for,
 )
+
+if TYPE_CHECKING:
+    from reservations.adapters.security import AccessClaims
 
 ACTIVE_STATUSES = ("reserved", "confirmed")
 MAX_LISTING_DAYS = 31
@@ -84,15 +87,20 @@ class DaySlots:
     def free_starts(
         self, now: datetime, visit: VisitSpec = DEFAULT_VISIT, zone: ZoneInfo | None = None
     ) -> list[datetime]:
+        # The hot path of every listing (a week is ~350 starts): the common cases, a
+        # one-slot visit and a day with nothing booked, skip the per-start checks.
+        slots = visit.slots
+        if slots == 1:
+            fitting: Sequence[datetime] = self.starts  # every offered start fits one slot
+        else:
+            offered = frozenset(self.starts)
+            fitting = [start for start in self.starts if visit_fits(offered, start, visit, zone)]
         busy = [(entry.start, entry.end) for entry in self.busy if entry.active(now)]
-        offered = frozenset(self.starts)
+        if not busy:
+            return list(fitting)
+        reach, lead = visit.duration + visit.after, visit.before
         return [
-            start
-            for start in self.starts
-            if visit_fits(offered, start, visit, zone)
-            and not any(
-                begin < start + visit.duration + visit.after and end > start - visit.before for begin, end in busy
-            )
+            start for start in fitting if not any(begin < start + reach and end > start - lead for begin, end in busy)
         ]
 
 
@@ -203,6 +211,52 @@ def day_tags_many(session: Session, wanted: Mapping[User, Sequence[date]]) -> di
         provider.id: {day: _tag(provider, versions.get((provider.id, day), 0)) for day in days}
         for provider, days in wanted.items()
     }
+
+
+@dataclass(frozen=True)
+class ListingContext:
+    provider: User
+    visit_type: VisitType
+    versions: Mapping[date, int]
+
+
+# Sent as the driver's own SQL (pg8000's "format" placeholders): no SQLAlchemy statement
+# to compile or look up, the cheapest way through it on the hottest path.
+_LISTING_CONTEXT = (
+    "SELECT listing_context(%s::bigint, %s::integer, %s::text, %s::bigint, %s::bigint, %s::date, %s::date)"
+)
+
+
+def listing_context(
+    session: Session,
+    caller: AccessClaims | None,
+    provider_id: int,
+    visit_type_id: int | None,
+    first: date,
+    last: date,
+) -> ListingContext:
+    """What a listing needs before it touches the cache, in one call of the database's
+    `listing_context` function (migration 0008): whether the caller's token still holds
+    (as `current_user` checks it), the provider's row, the visit type (its default when
+    none is named) and the versions of the provider's days first..last. Raises as
+    `current_user`, `provider` and `visit_type` would, in that order."""
+    who = (caller.user_id, caller.token_version, caller.role) if caller else (None, None, None)
+    arguments = (*who, provider_id, visit_type_id, first, last)
+    found = session.connection().exec_driver_sql(_LISTING_CONTEXT, arguments).scalar_one()
+    if not found["caller_valid"]:
+        raise Unauthenticated("token has been revoked", code="token_revoked")
+    if found["provider"] is None:
+        raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+    if found["visit_type"] is None:
+        raise NotFound(
+            f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
+            code="visit_type_not_found",
+        )
+    # Detached, read-only views of the two rows: nothing here is written back.
+    provider = User(role="provider", **found["provider"])
+    visit_type = VisitType(provider_id=provider.id, active=True, **found["visit_type"])
+    versions = {first + timedelta(days=offset): version for offset, version in found["versions"]}
+    return ListingContext(provider, visit_type, versions)
 
 
 # The cached value's format is part of its tag: values written in an older format (one
@@ -647,10 +701,30 @@ class ProviderSchedule:
         return slots
 
     def free_slots(
-        self, provider_id: int, first: date | None, last: date | None, visit_type_id: int | None = None
+        self,
+        provider_id: int,
+        first: date | None,
+        last: date | None,
+        visit_type_id: int | None = None,
+        *,
+        caller: AccessClaims | None = None,
     ) -> SlotListing:
-        provider = self.provider(provider_id)
-        visit_type = self.visit_type(provider_id, visit_type_id)
+        """Free slots of a visit type on provider-local days first..last. The caller's
+        token check (``caller``), the provider, the visit type and the day versions come
+        from one statement: a cached listing costs one round trip to Postgres."""
+        utc_today = self.now.astimezone(UTC).date()
+        # The provider's today is within a day of UTC's: the versions of every day either
+        # answer could ask for are read, and those of the days asked for kept.
+        candidates = [default_range(first, last, utc_today + timedelta(days=shift)) for shift in (-1, 0, 1)]
+        context = listing_context(
+            self.session,
+            caller,
+            provider_id,
+            visit_type_id,
+            min(lo for lo, _ in candidates),
+            max(hi for _, hi in candidates),
+        )
+        provider, visit_type = context.provider, context.visit_type
         zone = ZoneInfo(provider.timezone)
         today = self.now.astimezone(zone).date()
         first, last = default_range(first, last, today)
@@ -659,10 +733,10 @@ class ProviderSchedule:
         # cached, so a client cannot fill Redis with far-future days.
         horizon_day = (self.now + self.rules(provider).horizon).astimezone(zone).date()
         days = local_day_range(first, min(last, horizon_day)) if first <= horizon_day else []
-        # Versions are read before the data they tag: under READ COMMITTED a write that
-        # commits in between is then in the computed data but not in its tag, which only
-        # causes a later miss, never a stale hit.
-        tags = day_tags(self.session, provider, days)
+        # Versions are read before the data they tag: a write that commits in between is
+        # then in the computed data but not in its tag, which only causes a later miss,
+        # never a stale hit.
+        tags = {day: _tag(provider, context.versions.get(day, 0)) for day in days}
         all_days, from_store = self._days(provider, days, tags, self.store.get_days(provider_id, days, tags))
         slots = self._offered(provider, visit_type, days, all_days)
         return SlotListing(provider_id, visit_type.id, slots, days_from_store=from_store, days_total=len(days))

@@ -106,9 +106,10 @@ class ScheduleUseCases:
         last: date | None,
         visit_type_id: int | None = None,
     ) -> SlotListing:
-        with self._resources.unit_of_work() as session:
-            current_user(session, caller)
-            listing = self._schedule(session, cached=True).free_slots(provider_id, first, last, visit_type_id)
+        with self._resources.read_only() as session:
+            listing = self._schedule(session, cached=True).free_slots(
+                provider_id, first, last, visit_type_id, caller=caller
+            )
         if listing.cache_outcome == "hit":
             self._resources.count("CacheHits")
         elif listing.cache_outcome == "miss":
