@@ -175,8 +175,7 @@ class BookingService:
             )
         start = grid_start(start_time)
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
-        provider = schedule.provider(provider_id, for_share=True)
-        visit_type = schedule.visit_type(provider_id, visit_type_id)
+        provider, visit_type = schedule.provider_and_visit_type(provider_id, visit_type_id)
         placement = Placement(provider, visit_type, start, "reserved", self.now + self.policy.hold_ttl)
         appointment = self._place(schedule, patient.id, placement, note=note)
         self._record(appointment.id, None, "reserved", patient)
@@ -289,31 +288,23 @@ class BookingService:
         offered = frozenset(slot for slot, _ in generate_slots(availability, zone, local_day, local_day))
         if not visit_fits(offered, start, visit, zone):
             raise Conflict("the provider does not offer this slot", code="slot_unavailable")
-        if placement.status == "reserved":
-            active_holds = self.session.scalar(
-                select(func.count()).where(
-                    Appointment.patient_id == patient_id,
-                    Appointment.status == "reserved",
-                    Appointment.expires_at > self.now,
-                )
-            )
-            if (active_holds or 0) >= self.policy.max_active_holds:
-                raise Conflict(
-                    f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
-                    code="too_many_holds",
-                )
-        ahead = self.session.scalar(
-            select(func.count()).where(
-                Appointment.patient_id == patient_id,
-                Appointment.start_time > self.now,
-                or_(
-                    Appointment.status == "confirmed",
-                    and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
+        # Both limits in one statement; serialised by the patient's row lock above, so
+        # concurrent reservations cannot race past either.
+        live_hold = and_(Appointment.status == "reserved", Appointment.expires_at > self.now)
+        active_holds, ahead = self.session.execute(
+            select(
+                func.count().filter(live_hold),
+                func.count().filter(
+                    Appointment.start_time > self.now, or_(Appointment.status == "confirmed", live_hold)
                 ),
+            ).where(Appointment.patient_id == patient_id)
+        ).one()
+        if placement.status == "reserved" and active_holds >= self.policy.max_active_holds:
+            raise Conflict(
+                f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
+                code="too_many_holds",
             )
-        )
-        if (ahead or 0) >= self.policy.max_future_appointments:
-            # Serialised by the patient's row lock above: concurrent reservations cannot race past it.
+        if ahead >= self.policy.max_future_appointments:
             raise Conflict(
                 f"you already have {self.policy.max_future_appointments} upcoming appointments",
                 code="too_many_appointments",

@@ -642,6 +642,28 @@ class ProviderSchedule:
                     busy[day].append(Busy(busy_start, busy_end, until, own_day == day))
         return [DaySlots(day, tuple(by_day[day]), tuple(sorted(busy[day], key=_busy_order))) for day in days]
 
+    def provider_and_visit_type(self, provider_id: int, visit_type_id: int | None) -> tuple[User, VisitType]:
+        """`provider(provider_id, for_share=True)` and `visit_type(...)` in one statement,
+        with the same errors in the same order (a booking's first read)."""
+        wanted = VisitType.is_default if visit_type_id is None else VisitType.id == visit_type_id
+        query = (
+            select(User, VisitType)
+            .outerjoin(VisitType, and_(VisitType.provider_id == User.id, VisitType.active, wanted))
+            .where(User.id == provider_id, User.role == "provider")
+            .with_for_update(read=True, of=User)
+            .execution_options(populate_existing=True)
+        )
+        found = self.session.execute(query).first()
+        if found is None:
+            raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+        provider, visit_type = found
+        if visit_type is None:
+            raise NotFound(
+                f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
+                code="visit_type_not_found",
+            )
+        return provider, visit_type
+
     def visit_type(self, provider_id: int, visit_type_id: int | None) -> VisitType:
         """The provider's active visit type with that id, or its default type."""
         query = select(VisitType).where(VisitType.provider_id == provider_id, VisitType.active)
