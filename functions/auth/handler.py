@@ -11,13 +11,13 @@ from reservations.composition import Container
 from reservations.domain.errors import Unprocessable
 from reservations.http import client_limits
 from reservations.http.app import create_app
-from reservations.http.booking_schemas import MAX_ID
 from reservations.http.client_limits import enforce, source_ip
 from reservations.http.deps import Caller, OptionalCaller
 from reservations.http.integration_schemas import MePatch
 from reservations.http.lambda_entry import make_lambda_handler
 from reservations.http.privacy_schemas import EraseRequest, ExportOut
 from reservations.http.schemas import (
+    MAX_ID,
     MOMENT_PATTERN,
     AuditPageOut,
     LogoutRequest,

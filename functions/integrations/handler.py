@@ -8,7 +8,6 @@ from fastapi import Path, Query, Request, Response, status
 
 from reservations.composition import Container
 from reservations.http.app import create_app
-from reservations.http.booking_schemas import MAX_ID
 from reservations.http.deps import Caller
 from reservations.http.integration_schemas import (
     CalendarFeedOut,
@@ -18,6 +17,7 @@ from reservations.http.integration_schemas import (
     WebhookWithSecretOut,
 )
 from reservations.http.lambda_entry import make_lambda_handler
+from reservations.http.schemas import MAX_ID
 from reservations.usecases.integrations import CreatedWebhook, delivery_view
 
 # Settings are validated here, at import of the handler, so a bad variable fails the cold start.

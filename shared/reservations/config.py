@@ -7,6 +7,7 @@ values they need as arguments.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -28,6 +29,9 @@ _PLACEHOLDER_SECRETS = {
     LOCAL_PLACEHOLDER_SECRET,
 }
 MIN_SECRET_LENGTH = 32
+# The user:password@ part as SQLAlchemy's make_url reads it (its own pattern), without
+# importing SQLAlchemy at start-up: the docs function never needs it.
+_URL_PASSWORD = re.compile(r"[\w+]+://[^:/]*:(?P<password>[^@]*)@")
 
 
 class ConfigurationError(RuntimeError):
@@ -183,9 +187,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_password_in_url_on_aws(self) -> Settings:
         if self.app_env == "aws" and not self.database_secret_arn and not self.allow_database_url_password:
-            from sqlalchemy.engine import make_url
-
-            if make_url(self.database_url).password:
+            userinfo = _URL_PASSWORD.match(self.database_url)
+            if userinfo and userinfo["password"]:
                 raise ValueError(
                     "DATABASE_URL: a password in the URL is refused when APP_ENV=aws (it would sit in plaintext "
                     "in the function environment); use DATABASE_SECRET_ARN, or set ALLOW_DATABASE_URL_PASSWORD=true"

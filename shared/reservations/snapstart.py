@@ -52,7 +52,11 @@ WARM_MODULES = (
     "aws_lambda_powertools.utilities.parameters",
     "reservations.adapters.event_bus",
     "reservations.usecases.events",
+    "limits",  # the rate limiter imports it on first use
+    "limits.storage",
+    "limits.strategies",
     "argon2",  # password hashing
+    "passlib.context",
     "passlib.handlers.argon2",
 )
 

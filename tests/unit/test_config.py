@@ -110,3 +110,36 @@ def test_aws_mode_refuses_a_password_in_the_database_url_unless_allowed(monkeypa
     assert "s3cret-pw" not in str(refused.value)
     assert load_settings(**aws, database_url="postgresql://api@db:5432/app")
     assert load_settings(**aws, database_url="postgresql://api:s3cret-pw@db:5432/app", allow_database_url_password=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://api:s3cret@db:5432/app",
+        "postgresql://api@db:5432/app",
+        "postgresql://api:@db/app",
+        "postgresql://u:pa/ss@h/db",
+        "postgresql://u:p@ss@h/db",
+        "postgresql://u:p%40x@h/db",
+        "postgresql://u:p?w@h/db",
+        "postgresql://h:5432/db?x=a@b",
+        "postgresql://h:5432/db",
+        "postgresql:///db",
+        "postgresql://[::1]:5432/db",
+        "postgresql://u:pw@[::1]:5432/db",
+    ],
+)
+def test_a_password_in_the_url_is_found_as_sqlalchemy_finds_it(url: str) -> None:
+    """The check reads the URL without SQLAlchemy (not loaded at start-up), the same way."""
+    from sqlalchemy.engine import make_url
+
+    aws = {
+        "app_env": "aws",
+        "jwt_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:jwt",
+        "email_sender": "a@b.org",
+    }
+    if make_url(url).password:
+        with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+            load_settings(**aws, database_url=url)
+    else:
+        assert load_settings(**aws, database_url=url)

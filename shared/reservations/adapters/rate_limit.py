@@ -2,7 +2,10 @@
 
 Keys are a scope (the route group), the kind of key (address or account) and a SHA-256 of
 the key, so Redis never holds an e-mail address. With Redis unreachable the limiter fails
-open (Postgres' lockout still holds) and says so once per circuit period."""
+open (Postgres' lockout still holds) and says so once per circuit period.
+
+`limits` is imported on first use: the auth function loads it with its first limited
+request, not at start-up (its other routes, /me or /token/refresh, never need it)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+if TYPE_CHECKING:
+    from limits import RateLimitItem
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Verdict:
 
 def parse_rule(rule: str) -> RateLimitItem:
     """`60/minute`, `5 per 10 seconds`: the library's notation (ValueError otherwise)."""
+    from limits import parse
+
     return parse(rule)
 
 
@@ -54,6 +58,9 @@ class RateLimiter:
         prefix: str = "ratelimit",
         credential_provider: Any = None,
     ) -> None:
+        from limits.storage import RedisStorage
+        from limits.strategies import MovingWindowRateLimiter
+
         # Short timeouts and no retries, as for the slot cache: a dead Redis must not stall sign-ins.
         self._storage = RedisStorage(
             redis_url,

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from passlib.context import CryptContext
 
 from reservations.domain.errors import Unauthenticated
 
@@ -23,6 +22,9 @@ CLOCK_SKEW_SECONDS = 60
 
 class PasswordHasher:
     def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        # Imported here: only a function that hashes or verifies passwords builds a hasher.
+        from passlib.context import CryptContext
+
         self._context = CryptContext(
             schemes=["argon2"],
             argon2__type="ID",

@@ -22,8 +22,10 @@ from reservations.http.schemas import (
     TimeZoneName,
 )
 
-# The largest id a generator's float arithmetic cannot round past (2**63 - 1 is no double).
-MAX_ID = 2**63 - 1024
+# Re-exported: the booking functions import it from here (it lives in http.schemas so that
+# functions which only bound ids do not load these models).
+from reservations.http.schemas import MAX_ID as MAX_ID  # noqa: PLC0414
+
 AppointmentStatus = Literal["reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show"]
 ProviderName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=200, pattern=STRIPPED_NAME_PATTERN)]
 VisitTypeName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=80, pattern=STRIPPED_NAME_PATTERN)]

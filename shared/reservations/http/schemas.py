@@ -23,6 +23,9 @@ from pydantic import (
 
 from reservations.domain.accounts import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
+# The largest id a generator's float arithmetic cannot round past (2**63 - 1 is no double).
+MAX_ID = 2**63 - 1024
+
 # --- what the document promises, and the server holds to ---------------------------------
 # Patterns are written for both engines that read them: ECMA-262 (JSON Schema validators,
 # Swagger UI) and Python's `re` (generators such as Schemathesis); no `\s`, whose meaning

@@ -1,5 +1,9 @@
 """Integration use cases: webhook endpoints (registration, secrets, deliveries, retries,
-pings) and calendar feeds. Webhooks belong to their owner alone: anyone else gets 404."""
+pings) and calendar feeds. Webhooks belong to their owner alone: anyone else gets 404.
+
+The webhook transport (urllib3, standardwebhooks) and the calendar (icalendar, the event
+use cases) are imported by the operations that use them: listing webhooks or their
+deliveries, the integrations function's common requests, needs neither."""
 
 from __future__ import annotations
 
@@ -16,14 +20,11 @@ from sqlalchemy.orm import Session
 
 from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.adapters.security import AccessClaims
-from reservations.adapters.webhook_transport import WebhookUrlRefused, new_secret
 from reservations.domain.accounts import current_user
 from reservations.domain.audit import audit_by_user
 from reservations.domain.errors import Conflict, Forbidden, NotFound, Unprocessable
 from reservations.domain.events import SUBSCRIBABLE, WEBHOOK_PING, iso
-from reservations.domain.notifications import FeedEntry, calendar_feed
 from reservations.usecases import Resources
-from reservations.usecases.events import lineage_uid
 
 MAX_EVENTS_PER_WEBHOOK = len(SUBSCRIBABLE)
 FEED_PAST = timedelta(days=30)
@@ -44,6 +45,8 @@ class IntegrationUseCases:
     def create_webhook(
         self, caller: AccessClaims, *, url: str, events: Sequence[str], description: str | None
     ) -> CreatedWebhook:
+        from reservations.adapters.webhook_transport import WebhookUrlRefused, new_secret
+
         subscribed = _subscription(events)
         transport = self._resources.webhook_transport
         try:
@@ -87,6 +90,8 @@ class IntegrationUseCases:
             self._audit(session, session.get_one(User, webhook.owner_id), "webhook.deleted", webhook_id)
 
     def rotate_secret(self, caller: AccessClaims, webhook_id: int) -> CreatedWebhook:
+        from reservations.adapters.webhook_transport import new_secret
+
         with self._resources.unit_of_work() as session:
             webhook = self._own_webhook(session, caller, webhook_id, lock=True)
             webhook.secret = new_secret()
@@ -198,6 +203,9 @@ class IntegrationUseCases:
         return token
 
     def calendar(self, token: str) -> bytes:
+        from reservations.domain.notifications import FeedEntry, calendar_feed
+        from reservations.usecases.events import lineage_uid
+
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
             user = session.scalars(select(User).where(User.calendar_feed_hash == _feed_hash(token))).first()
