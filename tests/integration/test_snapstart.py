@@ -149,7 +149,9 @@ def test_after_a_restore_the_slot_cache_and_the_limiter_are_new_redis_clients(se
     assert again.status == 200 and again.headers["x-cache"] == "hit"
     first, second = served.sign_in(), served.sign_in()
     assert first.status == second.status == 200
-    assert int(second.headers["ratelimit-remaining"]) == int(first.headers["ratelimit-remaining"]) - 1
+    # Fewer left after the second: counted (by at least this sign-in; a suite running
+    # beside this one on the same Redis may count its own too).
+    assert int(second.headers["ratelimit-remaining"]) < int(first.headers["ratelimit-remaining"])
 
 
 def test_environments_restored_from_one_snapshot_draw_different_random_numbers(random_state: object) -> None:
