@@ -6,7 +6,7 @@
 Suites (module in bench/):
     scheduling    slot generation, storing availability, uncached listings (scheduling_bench)
     cache         what the Redis slot cache buys on the 7-day listing (cache_bench)
-    cold_start    `import handler` from the sam build artefacts; skipped if not built (cold_start)
+    cold_start    import + first request of each built function vs a FastAPI+Mangum floor (cold_start)
     warm_latency  warm handler latency: listings, reserve / confirm / cancel, /token (warm_latency)
     contention    150 patients reserve one slot at once; exactly one wins (contention)
     throughput    reservations per second of 8 clients, threads and processes (throughput)
