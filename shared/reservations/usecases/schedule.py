@@ -130,7 +130,7 @@ class ScheduleUseCases:
         limit: int,
     ) -> list[OfferedSlot]:
         check_search_range(first, last)
-        with self._resources.unit_of_work() as session:
+        with self._resources.read_only() as session:  # reads only: no BEGIN/COMMIT round trips
             current_user(session, caller)
             directory = ProviderDirectory(session)
             if provider_ids is not None:
@@ -142,7 +142,7 @@ class ScheduleUseCases:
             )
 
     def next_available(self, caller: AccessClaims, provider_id: int, visit_type_id: int | None) -> OfferedSlot:
-        with self._resources.unit_of_work() as session:
+        with self._resources.read_only() as session:  # reads only: no BEGIN/COMMIT round trips
             current_user(session, caller)
             found = self._schedule(session, cached=True).next_available(provider_id, visit_type_id)
         if found is None:
