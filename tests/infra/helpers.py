@@ -147,3 +147,20 @@ def invoke_built(
 def load_event(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((REPO / "events" / name).read_text())
     return event
+
+
+def sam_python(sam_cli: Path, script: str, *arguments: str) -> dict[str, Any]:
+    """Run ``script`` with the SAM CLI's own Python (its translator installed) and read the
+    JSON document it prints."""
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    result = subprocess.run(
+        [str(sam_cli.parent / "python"), "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document

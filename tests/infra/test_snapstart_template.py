@@ -10,9 +10,7 @@ would, so "on" and "off" are checked on what would be deployed."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 
 from reservations_dev.template import load_template
 from tests.infra import test_templates
-from tests.infra.helpers import TEMPLATE
+from tests.infra.helpers import TEMPLATE, sam_python
 
 API_FUNCTIONS = test_templates.API_FUNCTIONS
 NOT_SNAPSTARTED = ("CacheSyncFunction", "EventsFunction", "MigrateFunction")
@@ -100,18 +98,7 @@ def deployed_functions(sam_cli: Path, given: dict[str, str]) -> tuple[dict[str, 
 
 
 def transform_with_layer(sam_cli: Path, layer_uri: str) -> dict[str, Any]:
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    result = subprocess.run(
-        [str(sam_cli.parent / "python"), "-c", TRANSFORM_WITH_LAYER, str(TEMPLATE), json.dumps(BASE), layer_uri],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
+    return sam_python(sam_cli, TRANSFORM_WITH_LAYER, str(TEMPLATE), json.dumps(BASE), layer_uri)
 
 
 def aliases(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

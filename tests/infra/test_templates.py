@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from reservations_dev.template import load_template
-from tests.infra.helpers import DATA_STACK, REPO, TEMPLATE, run
+from tests.infra.helpers import DATA_STACK, REPO, TEMPLATE, run, sam_python
 
 SENSITIVE_ROUTES = {
     "POST /token",
@@ -71,18 +70,7 @@ VPC_PARAMETERS = {
 
 
 def transform(sam_cli: Path, parameters: dict[str, str]) -> dict[str, Any]:
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    result = subprocess.run(
-        [str(sam_cli.parent / "python"), "-c", TRANSFORM, str(TEMPLATE), json.dumps(parameters)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
+    return sam_python(sam_cli, TRANSFORM, str(TEMPLATE), json.dumps(parameters))
 
 
 @pytest.fixture(scope="module")
