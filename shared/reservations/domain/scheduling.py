@@ -213,6 +213,23 @@ def day_tags_many(session: Session, wanted: Mapping[User, Sequence[date]]) -> di
     }
 
 
+def no_such_provider(provider_id: int) -> NotFound:
+    return NotFound(f"provider {provider_id} not found", code="provider_not_found")
+
+
+def no_such_visit_type(provider_id: int, visit_type_id: int | None) -> NotFound:
+    return NotFound(
+        f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
+        code="visit_type_not_found",
+    )
+
+
+def offered_type(visit_type_id: int | None) -> ColumnElement[bool]:
+    """An active visit type: the one with that id, or the provider's default."""
+    wanted = VisitType.is_default if visit_type_id is None else VisitType.id == visit_type_id
+    return and_(VisitType.active, wanted)
+
+
 @dataclass(frozen=True)
 class ListingContext:
     provider: User
@@ -246,12 +263,9 @@ def listing_context(
     if not found["caller_valid"]:
         raise Unauthenticated("token has been revoked", code="token_revoked")
     if found["provider"] is None:
-        raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+        raise no_such_provider(provider_id)
     if found["visit_type"] is None:
-        raise NotFound(
-            f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
-            code="visit_type_not_found",
-        )
+        raise no_such_visit_type(provider_id, visit_type_id)
     # Detached, read-only views of the two rows: nothing here is written back.
     provider = User(role="provider", **found["provider"])
     visit_type = VisitType(provider_id=provider.id, active=True, **found["visit_type"])
@@ -463,7 +477,7 @@ class ProviderSchedule:
             query = query.with_for_update(key_share=True)
         user = self.session.scalars(query).first()
         if user is None:
-            raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+            raise no_such_provider(provider_id)
         return user
 
     def list_providers(self, *, limit: int, offset: int) -> Sequence[User]:
@@ -645,38 +659,27 @@ class ProviderSchedule:
     def provider_and_visit_type(self, provider_id: int, visit_type_id: int | None) -> tuple[User, VisitType]:
         """`provider(provider_id, for_share=True)` and `visit_type(...)` in one statement,
         with the same errors in the same order (a booking's first read)."""
-        wanted = VisitType.is_default if visit_type_id is None else VisitType.id == visit_type_id
         query = (
             select(User, VisitType)
-            .outerjoin(VisitType, and_(VisitType.provider_id == User.id, VisitType.active, wanted))
+            .outerjoin(VisitType, and_(VisitType.provider_id == User.id, offered_type(visit_type_id)))
             .where(User.id == provider_id, User.role == "provider")
             .with_for_update(read=True, of=User)
             .execution_options(populate_existing=True)
         )
         found = self.session.execute(query).first()
         if found is None:
-            raise NotFound(f"provider {provider_id} not found", code="provider_not_found")
+            raise no_such_provider(provider_id)
         provider, visit_type = found
         if visit_type is None:
-            raise NotFound(
-                f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
-                code="visit_type_not_found",
-            )
+            raise no_such_visit_type(provider_id, visit_type_id)
         return provider, visit_type
 
     def visit_type(self, provider_id: int, visit_type_id: int | None) -> VisitType:
         """The provider's active visit type with that id, or its default type."""
-        query = select(VisitType).where(VisitType.provider_id == provider_id, VisitType.active)
-        if visit_type_id is None:
-            query = query.where(VisitType.is_default)
-        else:
-            query = query.where(VisitType.id == visit_type_id)
+        query = select(VisitType).where(VisitType.provider_id == provider_id, offered_type(visit_type_id))
         found = self.session.scalars(query).first()
         if found is None:
-            raise NotFound(
-                f"visit type {visit_type_id} is not an active visit type of provider {provider_id}",
-                code="visit_type_not_found",
-            )
+            raise no_such_visit_type(provider_id, visit_type_id)
         return found
 
     def rules(self, provider: User) -> ProviderRules:
