@@ -67,6 +67,10 @@ def make_engine(
     return engine
 
 
+# Where a pooled connection remembers when it was last returned (the pool record's info).
+LAST_USED = "reservations_last_used"
+
+
 def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
     """SQLAlchemy's pool_pre_ping costs a `SELECT 1` round trip on every checkout; a
     connection used a moment ago is almost never dead. So only a connection idle longer
@@ -98,9 +102,6 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
         if not alive:
             record.info.pop(LAST_USED, None)
             raise DisconnectionError("an idle pooled connection was dead; reconnecting")
-
-
-LAST_USED = "reservations_last_used"
 
 
 @contextmanager
