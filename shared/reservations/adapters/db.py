@@ -64,7 +64,29 @@ def make_engine(
         hide_parameters=True,
     )
     _ping_after_idle(engine, ping_after_idle_seconds)
+    _treat_cut_connections_as_disconnects(engine)
     return engine
+
+
+# Server states after which the session is gone: 57P01-57P03 (terminated by an admin, crash,
+# cannot connect now) and class 08 (connection exceptions).
+DISCONNECT_STATES = ("57P", "08")
+
+
+def _treat_cut_connections_as_disconnects(engine: Engine) -> None:
+    """SQLAlchemy's pg8000 dialect recognises only its "network error" message as a
+    disconnect. A cut socket can also surface bare (ConnectionResetError, BrokenPipeError),
+    or as the server's "terminating connection" error; unrecognised, the dead connection
+    went back to the pool and failed the next request too. Marked here, it is invalidated
+    with the pool's other connections, so only the request that met the cut fails."""
+
+    @event.listens_for(engine, "handle_error")
+    def mark_disconnect(context: Any) -> None:
+        error = context.original_exception
+        state = getattr(error, "args", None) and error.args[0]
+        code = state.get("C", "") if isinstance(state, dict) else ""
+        if isinstance(error, OSError) or code.startswith(DISCONNECT_STATES):
+            context.is_disconnect = True
 
 
 # Where a pooled connection remembers when it was last returned (the pool record's info).
