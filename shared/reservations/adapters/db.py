@@ -63,9 +63,20 @@ def make_engine(
         # A failed statement's error must not carry its parameters (e-mails, hashes) into logs.
         hide_parameters=True,
     )
+    if engine.dialect.driver == "pg8000":
+        _pipeline_statements(engine)
     _ping_after_idle(engine, ping_after_idle_seconds)
     _treat_cut_connections_as_disconnects(engine)
     return engine
+
+
+def _pipeline_statements(engine: Engine) -> None:
+    """Connect with pg_pipeline's connection: one round trip per statement, not three."""
+    from reservations.adapters import pg_pipeline
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        return pg_pipeline.connect(*cargs, **cparams)
 
 
 # Server states after which the session is gone: 57P01-57P03 (terminated by an admin, crash,
