@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, text
+from sqlalchemy import ColumnElement, Date, Integer, and_, cast, delete, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User, VisitType
@@ -200,13 +200,16 @@ def day_tags_many(session: Session, wanted: Mapping[User, Sequence[date]]) -> di
         return {}
     first = min(min(days) for days in wanted.values())
     last = max(max(days) for days in wanted.values())
+    # Days as offsets from `first`: the driver parses an integer far faster than a date
+    # (pg8000 uses strptime), and a search reads 50 providers x 7 days of them.
+    offset = cast(SlotDayVersion.day - cast(literal(first), Date), Integer).label("offset")
     rows = session.execute(
-        select(SlotDayVersion.provider_id, SlotDayVersion.day, SlotDayVersion.version).where(
+        select(SlotDayVersion.provider_id, offset, SlotDayVersion.version).where(
             SlotDayVersion.provider_id.in_([provider.id for provider in wanted]),
             SlotDayVersion.day.between(first, last),
         )
     )
-    versions = {(provider_id, day): version for provider_id, day, version in rows}
+    versions = {(provider_id, first + timedelta(days=days)): version for provider_id, days, version in rows}
     return {
         provider.id: {day: _tag(provider, versions.get((provider.id, day), 0)) for day in days}
         for provider, days in wanted.items()
