@@ -210,6 +210,26 @@ def test_admins_erase_others_and_others_cannot(world: World, clinic: Any) -> Non
     assert patient["email"] not in json.dumps(entry)
 
 
+def test_an_erased_provider_leaves_the_directory(world: World) -> None:
+    provider = named_provider(world, f"Dr Gone-{uuid.uuid4().hex[:8]}")
+    patient = person(world, "patient", f"Pia-{uuid.uuid4().hex[:10]}")
+
+    def listed_from_its_id() -> list[int]:
+        query = {"cursor": str(provider["id"] - 1), "limit": "1"}
+        items = world.providers.get("/directory/providers", token=patient["token"], query=query).body["items"]
+        return [item["id"] for item in items]
+
+    def named_deleted() -> set[int]:
+        query = {"q": "deleted user", "limit": "100"}
+        items = world.providers.get("/directory/providers", token=patient["token"], query=query).body["items"]
+        return {item["id"] for item in items}
+
+    assert listed_from_its_id() == [provider["id"]]
+    assert world.auth.delete("/me", json_body={"password": PASSWORD}, token=provider["token"]).status == 204
+    assert provider["id"] not in listed_from_its_id()
+    assert provider["id"] not in named_deleted()
+
+
 @pytest.fixture(scope="module")
 def lone_database(database_url: str) -> Iterator[str]:
     with private_database(database_url, "privacy") as url:

@@ -39,6 +39,9 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 SELF_SERVICE_ROLES = ("patient", "provider")
 INVALID_CREDENTIALS = "incorrect e-mail or password"
+# An erased account's password hash (privacy.py): not a hash of any scheme the hasher
+# knows, so verification of any password fails; also how an erased user is recognised.
+ERASED_PASSWORD_HASH = "!"  # noqa: S105 - a marker, not a password
 
 
 @dataclass(frozen=True)

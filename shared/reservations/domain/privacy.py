@@ -32,13 +32,11 @@ from reservations.adapters.db import (
     VisitType,
     Webhook,
 )
-from reservations.domain.accounts import email_key
+from reservations.domain.accounts import ERASED_PASSWORD_HASH, email_key
 from reservations.domain.booking import BookingService, appointment_view, to_json
 from reservations.domain.errors import Conflict
 
 ERASED_NAME = "Deleted user"
-# Not a hash of any scheme the hasher knows: verification of any password fails.
-ERASED_PASSWORD_HASH = "!"  # noqa: S105 - a marker, not a password
 ERASURE_REASON = "account deleted"
 TOMBSTONE_DOMAIN = "invalid.example"
 

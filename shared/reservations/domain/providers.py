@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import User, VisitType, sqlstate
-from reservations.domain.accounts import validate_timezone
+from reservations.domain.accounts import ERASED_PASSWORD_HASH, validate_timezone
 from reservations.domain.errors import Conflict, Forbidden, NotFound, Unprocessable
 
 RULE_FIELDS = ("min_notice_hours", "horizon_days", "cancellation_notice_hours", "max_appointments_per_day")
@@ -167,7 +167,12 @@ class ProviderDirectory:
         none twice, none skipped); ``q`` matches the beginning of any word of the name or
         the specialty, ``specialty`` the whole specialty, both case-insensitively."""
         after = parse_cursor(cursor)
-        conditions: list[ColumnElement[bool]] = [User.role == "provider", User.id > after]
+        # Erased providers keep their rows for past appointments, but are not listed.
+        conditions: list[ColumnElement[bool]] = [
+            User.role == "provider",
+            User.id > after,
+            User.password_hash != ERASED_PASSWORD_HASH,
+        ]
         if q is not None:
             query_text = search_query(q)
             if query_text is None:
