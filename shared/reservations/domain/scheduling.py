@@ -650,12 +650,16 @@ class ProviderSchedule:
             ).where(self._busy_between(provider.id, low - MAX_BUFFER, high + MAX_BUFFER))
         )
         busy: dict[date, list[Busy]] = {day: [] for day in days}
+        # Each day's reach, computed once: every busy range is checked against every day.
+        reach = [
+            (day, low - MAX_BUFFER, high + MAX_BUFFER)
+            for day, (low, high) in ((day, self._utc_bounds(zone, day, day)) for day in days)
+        ]
         for start_time, busy_start, busy_end, status, expires_at in rows:
             until = expires_at if status == "reserved" else None
             own_day = _local_day(start_time, zone)
-            for day in days:
-                day_low, day_high = self._utc_bounds(zone, day, day)
-                if busy_start < day_high + MAX_BUFFER and busy_end > day_low - MAX_BUFFER:
+            for day, reach_low, reach_high in reach:
+                if busy_start < reach_high and busy_end > reach_low:
                     busy[day].append(Busy(busy_start, busy_end, until, own_day == day))
         return [DaySlots(day, tuple(by_day[day]), tuple(sorted(busy[day], key=_busy_order))) for day in days]
 
