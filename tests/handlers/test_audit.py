@@ -153,25 +153,39 @@ def test_appointment_transitions_are_recorded_once_each(world: World) -> None:
     held, [reserved] = audited(
         world,
         lambda rid: world.appointments.post(
-            "/appointments/reserve", json_body=reserve, token=patient.token, request_id=rid
+            "/appointments/reserve", json_body=reserve, token=patient.token, request_id=rid, source_ip="192.0.2.44"
         ),
     )
-    assert (reserved["action"], reserved["actor_id"], reserved["subject_id"]) == (
+    assert (reserved["action"], reserved["actor_id"], reserved["subject_id"], reserved["source_ip"]) == (
         "appointment.reserved",
         patient.id,
         provider.id,
+        "192.0.2.44",
     )
     _, [cancelled] = audited(
         world,
         lambda rid: world.appointments.post(
-            "/appointments/cancel", json_body={"slot_id": held.body["id"]}, token=provider.token, request_id=rid
+            "/appointments/cancel",
+            json_body={"slot_id": held.body["id"]},
+            token=provider.token,
+            request_id=rid,
+            source_ip="198.51.100.7",
         ),
     )
-    assert (cancelled["action"], cancelled["actor_id"], cancelled["subject_id"]) == (
+    assert (cancelled["action"], cancelled["actor_id"], cancelled["subject_id"], cancelled["source_ip"]) == (
         "appointment.cancelled",
         provider.id,
         patient.id,
+        "198.51.100.7",
     )
+    # The history (exported, kept for the other party) carries the address to the audit
+    # entry but never keeps it.
+    with container.unit_of_work() as session:
+        kept = session.execute(
+            text("SELECT count(*) FROM appointment_history WHERE appointment_id = :id AND source_ip IS NOT NULL"),
+            {"id": held.body["id"]},
+        ).scalar_one()
+    assert kept == 0
 
 
 def test_postgres_refuses_to_change_an_entry(world: World) -> None:

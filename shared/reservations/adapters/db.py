@@ -344,6 +344,8 @@ class AppointmentHistory(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     actor_role: Mapped[str] = mapped_column(String(16))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Carried to the audit entry by the insert trigger, never stored (migration 0009).
+    source_ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):

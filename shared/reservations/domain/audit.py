@@ -41,6 +41,11 @@ def current_request() -> RequestContext:
     return _request.get() or NO_REQUEST
 
 
+def request_source_ip() -> str | None:
+    """The current request's source address as the audit log stores it (None outside one)."""
+    return (current_request().source_ip or "")[:64] or None
+
+
 def record_audit(
     session: Session,
     *,
@@ -73,7 +78,7 @@ def record_audit(
             "target_id": target_id,
             "subject_id": subject_id,
             "request_id": (context.request_id or "")[:128] or None,
-            "source_ip": (context.source_ip or "")[:64] or None,
+            "source_ip": request_source_ip(),
             "details": json.dumps(dict(details or {}), default=str),
         },
     )

@@ -40,6 +40,7 @@ from reservations.adapters.db import (
     VisitType,
     sqlstate,
 )
+from reservations.domain.audit import request_source_ip
 from reservations.domain.availability import generate_slots, slot_on_grid
 from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
 from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, VisitSpec
@@ -129,6 +130,8 @@ class BookingService:
                 actor_id=actor.id if actor else None,
                 actor_role=actor.role if actor else "system",
                 request_id=self.request_id,
+                # A person's transition carries their request's address to its audit entry.
+                source_ip=request_source_ip() if actor else None,
             )
         )
 
