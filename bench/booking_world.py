@@ -59,9 +59,10 @@ def logger(suite: str) -> Callable[[str], None]:
 # --- availability ----------------------------------------------------------------------
 
 
-def weekly_availability() -> Availability:
+def weekly_availability(first: date = TODAY, days: int = OPEN_DAYS) -> Availability:
+    """Every day 7am-7pm (provider-local) for `days` days from `first`."""
     weekly = (WeeklyWindow(parse_days("M-Su"), parse_window("7am", "7pm")),)
-    return Availability((WeeklyPeriod(TODAY, TODAY + timedelta(days=OPEN_DAYS - 1), weekly),), {}, {})
+    return Availability((WeeklyPeriod(first, first + timedelta(days=days - 1), weekly),), {}, {})
 
 
 def day_slots(day_offset: int) -> list[datetime]:

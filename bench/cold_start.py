@@ -311,6 +311,7 @@ def request_world(
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    from bench.booking_world import weekly_availability
     from bench.common import (
         BENCH_SECRET,
         bench_environment,
@@ -324,14 +325,7 @@ def request_world(
     from reservations.adapters.db import Webhook
     from reservations.adapters.security import PasswordHasher
     from reservations.composition import Container
-    from reservations.domain.availability import (
-        Availability,
-        WeeklyPeriod,
-        WeeklyWindow,
-        generate_slots,
-        parse_days,
-        parse_window,
-    )
+    from reservations.domain.availability import generate_slots
     from reservations.domain.scheduling import PostedAvailability
 
     now = datetime.now(UTC)
@@ -359,9 +353,8 @@ def request_world(
             def token(user_id: int, role: str) -> str:
                 return issue_token(container, user_id, role, now, ttl=timedelta(hours=2))
 
-            weekly = (WeeklyWindow(parse_days("M-Su"), parse_window("7am", "7pm")),)
             days = 60
-            availability = Availability((WeeklyPeriod(today, today + timedelta(days=days - 1), weekly),), {}, {})
+            availability = weekly_availability(today, days)
             posted = PostedAvailability(availability, frozenset(today + timedelta(days=i) for i in range(days)), None)
             patient_claims = container.accounts.verify(token(patient, "patient"))
             container.schedule.post_availability(
