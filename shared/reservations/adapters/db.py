@@ -93,10 +93,9 @@ def _treat_cut_connections_as_disconnects(engine: Engine) -> None:
 
     @event.listens_for(engine, "handle_error")
     def mark_disconnect(context: Any) -> None:
-        error = context.original_exception
-        state = getattr(error, "args", None) and error.args[0]
-        code = state.get("C", "") if isinstance(state, dict) else ""
-        if isinstance(error, OSError) or code.startswith(DISCONNECT_STATES):
+        wrapped = context.sqlalchemy_exception
+        code = (sqlstate(wrapped) if isinstance(wrapped, DBAPIError) else None) or ""
+        if isinstance(context.original_exception, OSError) or code.startswith(DISCONNECT_STATES):
             context.is_disconnect = True
 
 
