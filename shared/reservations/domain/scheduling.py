@@ -651,10 +651,10 @@ class ProviderSchedule:
         )
         busy: dict[date, list[Busy]] = {day: [] for day in days}
         # Each day's reach, computed once: every busy range is checked against every day.
-        reach = [
-            (day, low - MAX_BUFFER, high + MAX_BUFFER)
-            for day, (low, high) in ((day, self._utc_bounds(zone, day, day)) for day in days)
-        ]
+        reach = []
+        for day in days:
+            day_low, day_high = self._utc_bounds(zone, day, day)
+            reach.append((day, day_low - MAX_BUFFER, day_high + MAX_BUFFER))
         for start_time, busy_start, busy_end, status, expires_at in rows:
             until = expires_at if status == "reserved" else None
             own_day = _local_day(start_time, zone)
