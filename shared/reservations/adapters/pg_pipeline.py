@@ -23,6 +23,7 @@ is where the memoised one is installed (at import of this module; same results).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pg8000.legacy
@@ -30,25 +31,17 @@ from pg8000.core import NULL_BYTE, SYNC_MSG, Context, _flush, _write, make_param
 from pg8000.dbapi import convert_paramstyle
 from pg8000.legacy import Connection
 
-# Statement texts are few (SQLAlchemy compiles each statement shape once), though IN lists
-# of varying length make more; bounded all the same: cleared when full.
-_REWRITTEN: dict[tuple[str, str], tuple[str, tuple[Any, ...] | None]] = {}
-_REWRITTEN_MEMO_SIZE = 4096
-
 
 def remembered_convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
     """`pg8000.dbapi.convert_paramstyle`, the scan done once per (style, text): positional
     styles pass the arguments through; named ones pick them by the remembered names."""
-    found = _REWRITTEN.get((style, query))
-    if found is None:
-        if len(_REWRITTEN) >= _REWRITTEN_MEMO_SIZE:
-            _REWRITTEN.clear()
-        statement, names = _rewrite(style, query)
-        found = _REWRITTEN[(style, query)] = statement, names
-    statement, names = found
+    statement, names = _rewrite(style, query)
     return statement, args if names is None else tuple(args[name] for name in names)
 
 
+# Statement texts are few (SQLAlchemy compiles each statement shape once), though IN lists
+# of varying length make more; bounded all the same.
+@functools.lru_cache(maxsize=4096)
 def _rewrite(style: str, query: str) -> tuple[str, tuple[Any, ...] | None]:
     """The statement and, for named styles, the names in placeholder order (found by
     asking pg8000's own scan for them)."""
