@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, Integer, and_, cast, delete, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, Date, Integer, and_, cast, delete, insert, literal, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import Appointment, AvailabilityDay, AvailabilityPeriod, SlotDayVersion, User, VisitType
@@ -50,6 +50,9 @@ MAX_LISTING_DAYS = 31
 EARLIEST_DATE = date(1970, 1, 1)
 LATEST_DATE = date(2199, 12, 31)
 DAY_CODES = ("M", "T", "W", "Th", "F", "Sa", "Su")
+# The kind of a weekly period's row where load_availability reads periods and days together
+# (a day's kind is 'exception' or 'manual').
+PERIOD_ROW = "period"
 
 Slot = tuple[datetime, datetime]
 SLOT_LENGTH = timedelta(minutes=SLOT_MINUTES)
@@ -499,26 +502,33 @@ class ProviderSchedule:
     # --- availability rules --------------------------------------------------------
 
     def load_availability(self, provider_id: int, first: date | None = None, last: date | None = None) -> Availability:
-        periods_query = select(AvailabilityPeriod).where(AvailabilityPeriod.provider_id == provider_id)
-        days_query = select(AvailabilityDay).where(AvailabilityDay.provider_id == provider_id)
+        """The provider's weekly periods and dated days (of ``first``..``last`` if given),
+        in one statement: a booking and an uncached listing read both."""
+        periods_query = select(
+            literal(PERIOD_ROW).label("kind"),
+            AvailabilityPeriod.start_date.label("first"),
+            AvailabilityPeriod.end_date.label("last"),
+            AvailabilityPeriod.windows,
+        ).where(AvailabilityPeriod.provider_id == provider_id)
+        days_query = select(
+            AvailabilityDay.kind, AvailabilityDay.day, AvailabilityDay.day, AvailabilityDay.windows
+        ).where(AvailabilityDay.provider_id == provider_id)
         if first is not None and last is not None:
             periods_query = periods_query.where(
                 AvailabilityPeriod.start_date <= last, AvailabilityPeriod.end_date >= first
             )
             days_query = days_query.where(AvailabilityDay.day.between(first, last))
-        periods = [
-            WeeklyPeriod(
-                start_date=row.start_date,
-                end_date=row.end_date,
-                windows=tuple(WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in row.windows),
-            )
-            for row in self.session.scalars(periods_query.order_by(AvailabilityPeriod.start_date))
-        ]
+        periods: list[WeeklyPeriod] = []
         exceptions: dict[date, tuple[Window, ...]] = {}
         manual: dict[date, tuple[Window, ...]] = {}
-        for row in self.session.scalars(days_query):
-            target = exceptions if row.kind == "exception" else manual
-            target[row.day] = tuple(_window_from_json(item) for item in row.windows)
+        for kind, start, end, windows in self.session.execute(union_all(periods_query, days_query)):
+            if kind == PERIOD_ROW:
+                weekly = tuple(WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in windows)
+                periods.append(WeeklyPeriod(start_date=start, end_date=end, windows=weekly))
+            else:
+                target = exceptions if kind == "exception" else manual
+                target[start] = tuple(_window_from_json(item) for item in windows)
+        periods.sort(key=lambda period: period.start_date)
         return Availability(tuple(periods), exceptions, manual)
 
     def _store_availability(self, provider_id: int, availability: Availability) -> None:
