@@ -62,6 +62,45 @@ OCCUPYING = ("confirmed", *ATTENDANCE)
 ATTENDANCE_CHANGE_WINDOW = timedelta(days=7)
 PROVIDER_OVERLAP = "appointments_provider_no_overlap"
 PATIENT_OVERLAP = "appointments_patient_no_overlap"
+_PLACED_COLUMNS = (
+    "provider_id",
+    "patient_id",
+    "visit_type_id",
+    "start_time",
+    "end_time",
+    "busy_start",
+    "busy_end",
+    "status",
+    "expires_at",
+    "note",
+    "rescheduled_from",
+    "created_at",
+    "updated_at",
+)
+# A new appointment, its first history entry (if :record) and its days' version bumps, in
+# one round trip. The history row's AFTER triggers (audit, outbox) run at the end of the
+# statement and see the new appointment.
+_PLACE_APPOINTMENT = text(
+    f"""
+    WITH placed AS (
+        INSERT INTO appointments ({", ".join(_PLACED_COLUMNS)})
+        VALUES ({", ".join(":" + column for column in _PLACED_COLUMNS)})
+        RETURNING id
+    ), recorded AS (
+        INSERT INTO appointment_history
+            (appointment_id, at, from_status, to_status, actor_id, actor_role, request_id, source_ip)
+        SELECT id, CAST(:at AS timestamptz), NULL, CAST(:status AS varchar), CAST(:actor_id AS bigint),
+               CAST(:actor_role AS varchar), CAST(:request_id AS varchar), CAST(:source_ip AS varchar)
+        FROM placed WHERE CAST(:record AS boolean)
+    ), bumped AS (
+        INSERT INTO slot_day_versions (provider_id, day, version)
+        SELECT CAST(:provider_id AS bigint), d, 1 FROM unnest(CAST(:days AS date[])) AS d
+        WHERE EXISTS (SELECT FROM placed) ORDER BY d
+        ON CONFLICT (provider_id, day) DO UPDATE SET version = slot_day_versions.version + 1
+    )
+    SELECT id FROM placed
+    """
+)
 
 
 def constraint_name(error: DBAPIError) -> str | None:
@@ -111,12 +150,30 @@ class BookingService:
     transaction, under the exclusion constraints that make double booking impossible."""
 
     def __init__(
-        self, session: Session, *, policy: BookingPolicy, now: datetime, request_id: str | None = None
+        self,
+        session: Session,
+        *,
+        policy: BookingPolicy,
+        now: datetime,
+        request_id: str | None = None,
+        locked_patient: int | None = None,
     ) -> None:
+        """``locked_patient``: a patient whose row this transaction already holds FOR NO
+        KEY UPDATE (read so with the caller's token check), so it is not locked again."""
         self.session = session
         self.policy = policy
         self.now = now
         self.request_id = request_id
+        self._locked_patients = {locked_patient} if locked_patient is not None else set()
+
+    def _lock_patient(self, patient_id: int) -> None:
+        """One patient's bookings run one at a time, so the hold limit cannot be raced past.
+        FOR NO KEY UPDATE: it serialises this patient's bookings but, unlike FOR UPDATE,
+        not the foreign-key checks of rows referencing the patient (a keyed confirm's
+        idempotency record), which would otherwise deadlock with it."""
+        if patient_id not in self._locked_patients:
+            self.session.execute(select(User.id).where(User.id == patient_id).with_for_update(key_share=True))
+            self._locked_patients.add(patient_id)
 
     # --- history -------------------------------------------------------------------
 
@@ -180,9 +237,7 @@ class BookingService:
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
         provider, visit_type = schedule.provider_and_visit_type(provider_id, visit_type_id)
         placement = Placement(provider, visit_type, start, "reserved", self.now + self.policy.hold_ttl)
-        appointment = self._place(schedule, patient.id, placement, note=note)
-        self._record(appointment.id, None, "reserved", patient)
-        return appointment
+        return self._place(schedule, patient.id, placement, note=note, recorded_for=patient)
 
     def reschedule(
         self, actor: User, appointment_id: int, start_time: datetime, visit_type_id: int | None = None
@@ -194,8 +249,7 @@ class BookingService:
         start = grid_start(start_time)
         # The patient's row first, as reserve takes it, then the appointment: the other
         # order deadlocks with the patient's own reservations.
-        patient_id = self._party(actor, appointment_id).patient_id
-        self.session.execute(select(User.id).where(User.id == patient_id).with_for_update(key_share=True))
+        self._lock_patient(self._party(actor, appointment_id).patient_id)
         old = self._locked_party(actor, appointment_id)
         if effective_status(old, self.now) not in ("reserved", "confirmed"):
             raise Conflict("only held or confirmed appointments can be rescheduled", code="not_reschedulable")
@@ -231,6 +285,7 @@ class BookingService:
         note: str | None,
         replacing: Appointment | None = None,
         also_bump: Sequence[date] = (),
+        recorded_for: User | None = None,
     ) -> Appointment:
         """Check the provider's rules for a new appointment and insert it; the exclusion
         constraints decide the races. ``replacing``: the appointment it moves, marked
@@ -251,11 +306,7 @@ class BookingService:
             raise InvalidRequest(f"reservations can be made at most {rules.horizon.days} days ahead", code="too_far")
         end = start + visit.duration
         busy_start, busy_end = start - visit.before, end + visit.after
-        # One patient's reservations run one at a time, so the hold limit cannot be raced past.
-        # FOR NO KEY UPDATE: it serialises this patient's reservations but, unlike FOR UPDATE,
-        # not the foreign-key checks of rows referencing the patient (a keyed confirm's
-        # idempotency record), which would otherwise deadlock with it.
-        self.session.execute(select(User.id).where(User.id == patient_id).with_for_update(key_share=True))
+        self._lock_patient(patient_id)
         self._expire_stale_holds(
             or_(
                 and_(
@@ -329,8 +380,7 @@ class BookingService:
         )
         # No savepoint: a conflict fails the request, whose whole transaction is rolled back.
         try:
-            self.session.add(appointment)
-            self.session.flush()
+            appointment.id = self._insert_placed(appointment, days, recorded_for=recorded_for)
         except DBAPIError as error:  # pg8000 reports 23P01 as a ProgrammingError
             if sqlstate(error) == "23P01" and constraint_name(error) == PATIENT_OVERLAP:
                 raise Conflict("you already have an appointment at this time", code="overlapping_appointment") from None
@@ -339,8 +389,29 @@ class BookingService:
             if sqlstate(error) == "23505":  # appointments_rescheduled_from: moved twice at once
                 raise Conflict("this appointment was rescheduled already", code="not_reschedulable") from None
             raise
-        bump_slot_days(self.session, provider.id, days)  # last, after every appointment row lock
         return appointment
+
+    def _insert_placed(self, appointment: Appointment, days: Sequence[date], *, recorded_for: User | None) -> int:
+        """Insert the appointment, its first history entry (when ``recorded_for`` names
+        the person placing it) and bump its days' versions, in one statement; the days
+        are bumped after the appointment's insert (the bump reads its result), so their
+        row locks still come after every appointment row lock. Returns the new id."""
+        values = {column: getattr(appointment, column) for column in _PLACED_COLUMNS}
+        return int(
+            self.session.execute(
+                _PLACE_APPOINTMENT,
+                {
+                    **values,
+                    "record": recorded_for is not None,
+                    "at": self.now,
+                    "actor_id": recorded_for.id if recorded_for else None,
+                    "actor_role": recorded_for.role if recorded_for else None,
+                    "request_id": self.request_id,
+                    "source_ip": request_source_ip() if recorded_for else None,
+                    "days": sorted(set(days)),
+                },
+            ).scalar_one()
+        )
 
     def _queue_for_slot(
         self, provider_id: int, capped_day: date | None, busy_start: datetime, busy_end: datetime

@@ -58,6 +58,8 @@ class BookingUseCases:
             lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id, note),
             metric="Reservations",
             request_id=request_id,
+            # A patient's token check also takes the row lock the reservation needs.
+            lock_caller=caller.role == "patient",
         )
 
     def confirm(
@@ -158,6 +160,7 @@ class BookingUseCases:
         *,
         metric: str,
         request_id: str | None,
+        lock_caller: bool = False,
     ) -> Replayable:
         """Run ``action`` once per Idempotency-Key, in one transaction committed before
         the result is returned; a replay returns the first result and changes nothing.
@@ -166,7 +169,16 @@ class BookingUseCases:
         times, say) is run once more; a second abort is a 409 the client may retry."""
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
-                return self._write_once(caller, operation, request, key, action, metric=metric, request_id=request_id)
+                return self._write_once(
+                    caller,
+                    operation,
+                    request,
+                    key,
+                    action,
+                    metric=metric,
+                    request_id=request_id,
+                    lock_caller=lock_caller,
+                )
             except DBAPIError as error:
                 if sqlstate(error) not in RETRYABLE_STATES:
                     raise
@@ -191,23 +203,33 @@ class BookingUseCases:
         *,
         metric: str,
         request_id: str | None,
+        lock_caller: bool,
     ) -> Replayable:
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
-            user = current_user(session, caller)
+            user = current_user(session, caller, lock=lock_caller)
             store = IdempotencyStore(session, now=now)
             fingerprint = request_fingerprint(operation, request)
             if key is not None and (stored := store.begin(user.id, key, operation, fingerprint)) is not None:
                 return Replayable(stored, replayed=True)
-            result = appointment_view(action(self._service(session, now, request_id), user), now)
+            booking = self._service(session, now, request_id, locked_patient=user.id if lock_caller else None)
+            result = appointment_view(action(booking, user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
         self._resources.publish_after_commit()
         self._resources.count(metric)
         return Replayable(result)
 
-    def _service(self, session: Session, now: datetime, request_id: str | None = None) -> BookingService:
-        return BookingService(session, policy=self._resources.booking_policy, now=now, request_id=request_id)
+    def _service(
+        self, session: Session, now: datetime, request_id: str | None = None, *, locked_patient: int | None = None
+    ) -> BookingService:
+        return BookingService(
+            session,
+            policy=self._resources.booking_policy,
+            now=now,
+            request_id=request_id,
+            locked_patient=locked_patient,
+        )
 
     def list_own(
         self,
