@@ -35,6 +35,7 @@ from .booking_world import (
 from .common import (
     Table,
     Timing,
+    async_hello_handler,
     body_of,
     call,
     fresh_function,
@@ -73,12 +74,15 @@ def baseline_cases(providers: ModuleType, world: World) -> list[Case]:
 
     log("baselines")
     bare_hello, wrapped_hello = hello_handlers()
+    async_hello = async_hello_handler()
     hello_event = http_event("GET", "/hello")
     cases = [
         Case("hello world: FastAPI + Mangum",
              measure(lambda: call(bare_hello, hello_event), runs=LATENCY_RUNS, warmup=10), True),
         Case("hello world: FastAPI + Mangum + Powertools (the functions' wrapper)",
              measure(lambda: call(wrapped_hello, hello_event), runs=LATENCY_RUNS, warmup=10), True),
+        Case("hello world: FastAPI + Mangum, async route (no thread-pool hop, as the functions' routes)",
+             measure(lambda: call(async_hello, hello_event), runs=LATENCY_RUNS, warmup=10), True),
     ]  # fmt: skip
     container = providers.container
     (list_provider,) = world.providers["list"]
@@ -275,7 +279,9 @@ def latency_table(cases: list[Case]) -> Table:
         "In-process calls of `handler(event, context)`, warm containers (fresh modules), handler clocks pinned to "
         f"{NOW.isoformat()}; local Postgres and Redis ({redis_url()}), pool of 1 connection per container "
         "(the Lambda setting). Warm-up calls are not recorded (3, 10 for reads). 'hello' is the bare FastAPI + "
-        "Mangum app. Every time-slots call also checks its JWT and reads the user and provider rows in Postgres; "
+        "Mangum app with a sync route (FastAPI's plain style; the goals' baseline); the functions' routes are async, "
+        "which spares FastAPI's hop to its thread pool (the async hello row shows that hop's cost). Every "
+        "time-slots call also checks its JWT and reads the user and provider rows in Postgres; "
         "the 7 days start 2 days after NOW; 'miss' bumps users.slots_version before each call (untimed), so the "
         "handler recomputes from Postgres and writes the 7 days back. Reserve takes a new slot of one provider "
         "each call (patients rotate, so the 3-hold limit is never reached); confirm and cancel act on those holds "

@@ -41,7 +41,7 @@ def _answer(outcome: Replayable, status_code: int) -> JSONResponse:
 
 
 @app.post("/appointments/reserve", status_code=status.HTTP_201_CREATED, response_model=AppointmentOut)
-def reserve(
+async def reserve(
     body: ReserveIn, caller: Caller, request_id: RequestId, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     outcome = booking.reserve(
@@ -57,7 +57,7 @@ def reserve(
 
 
 @app.post("/appointments/confirm", response_model=AppointmentOut)
-def confirm(
+async def confirm(
     body: SlotRef, caller: Caller, request_id: RequestId, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     outcome = booking.confirm(caller, slot_id=body.slot_id, idempotency_key=idempotency_key, request_id=request_id)
@@ -65,7 +65,7 @@ def confirm(
 
 
 @app.post("/appointments/cancel", response_model=AppointmentOut)
-def cancel(
+async def cancel(
     body: CancelIn, caller: Caller, request_id: RequestId, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     outcome = booking.cancel(
@@ -75,7 +75,7 @@ def cancel(
 
 
 @app.post("/appointments/reschedule", response_model=AppointmentOut)
-def reschedule(
+async def reschedule(
     body: RescheduleIn, caller: Caller, request_id: RequestId, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     outcome = booking.reschedule(
@@ -90,7 +90,7 @@ def reschedule(
 
 
 @app.post("/appointments/{appointment_id}/attendance", response_model=AppointmentOut)
-def attendance(
+async def attendance(
     appointment_id: AppointmentId, body: AttendanceIn, caller: Caller, request_id: RequestId
 ) -> AppointmentOut:
     view = booking.record_attendance(caller, appointment_id, body.status, request_id=request_id)
@@ -98,12 +98,12 @@ def attendance(
 
 
 @app.get("/appointments/{appointment_id}/history", response_model=list[HistoryEntryOut])
-def history(appointment_id: AppointmentId, caller: Caller) -> list[HistoryEntryOut]:
+async def history(appointment_id: AppointmentId, caller: Caller) -> list[HistoryEntryOut]:
     return [HistoryEntryOut.model_validate(entry) for entry in booking.history(caller, appointment_id)]
 
 
 @app.get("/appointments", response_model=list[AppointmentOut])
-def list_appointments(
+async def list_appointments(
     caller: Caller,
     status_filter: Annotated[AppointmentStatus | None, Query(alias="status")] = None,
     start_date: Annotated[IsoDate | None, Query(description="UTC date, inclusive")] = None,
@@ -127,7 +127,7 @@ def list_appointments(
 
 
 @app.get("/appointments/{appointment_id}", response_model=AppointmentOut)
-def get_appointment(appointment_id: AppointmentId, caller: Caller) -> AppointmentOut:
+async def get_appointment(appointment_id: AppointmentId, caller: Caller) -> AppointmentOut:
     return AppointmentOut.model_validate(booking.get(caller, appointment_id))
 
 

@@ -56,7 +56,7 @@ RESET_REQUESTED = "if an account exists for this e-mail, a reset message has bee
 
 
 @app.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-def register(body: RegisterRequest, caller: OptionalCaller, request: Request) -> UserOut:
+async def register(body: RegisterRequest, caller: OptionalCaller, request: Request) -> UserOut:
     enforce(request, container, "register", account=str(body.email))
     user = accounts.register(
         caller, name=body.name, email=str(body.email), password=body.password, role=body.role, timezone=body.timezone
@@ -65,7 +65,7 @@ def register(body: RegisterRequest, caller: OptionalCaller, request: Request) ->
 
 
 @app.post("/token", response_model=TokenOut)
-def token(
+async def token(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
     request: Request,
@@ -76,13 +76,13 @@ def token(
 
 
 @app.post("/token/refresh", response_model=TokenOut)
-def refresh(body: RefreshRequest) -> TokenOut:
+async def refresh(body: RefreshRequest) -> TokenOut:
     pair = accounts.refresh(body.refresh_token)
     return TokenOut(access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token)
 
 
 @app.post("/reset-password", response_model=MessageOut)
-def reset_password(body: ResetPasswordRequest, caller: Caller, request: Request) -> MessageOut:
+async def reset_password(body: ResetPasswordRequest, caller: Caller, request: Request) -> MessageOut:
     enforce(request, container, "reset-password", account=f"user:{caller.user_id}")
     email = str(body.email) if body.email is not None else None
     accounts.reset_password(
@@ -96,56 +96,56 @@ def reset_password(body: ResetPasswordRequest, caller: Caller, request: Request)
 
 
 @app.post("/password-reset/request", status_code=status.HTTP_202_ACCEPTED, response_model=MessageOut)
-def password_reset_request(body: PasswordResetRequest, request: Request) -> MessageOut:
+async def password_reset_request(body: PasswordResetRequest, request: Request) -> MessageOut:
     enforce(request, container, "password-reset", account=str(body.email))
     accounts.request_password_reset(str(body.email))
     return MessageOut(message=RESET_REQUESTED)
 
 
 @app.post("/password-reset/confirm", response_model=MessageOut)
-def password_reset_confirm(body: PasswordResetConfirm, request: Request) -> MessageOut:
+async def password_reset_confirm(body: PasswordResetConfirm, request: Request) -> MessageOut:
     enforce(request, container, "password-reset")
     accounts.confirm_password_reset(body.token, body.new_password)
     return MessageOut(message="password updated; sign in with the new password")
 
 
 @app.get("/me", response_model=UserOut)
-def me(caller: Caller) -> UserOut:
+async def me(caller: Caller) -> UserOut:
     return UserOut.model_validate(accounts.me(caller))
 
 
 @app.patch("/me", response_model=UserOut)
-def patch_me(body: MePatch, caller: Caller) -> UserOut:
+async def patch_me(body: MePatch, caller: Caller) -> UserOut:
     return UserOut.model_validate(accounts.update_me(caller, body.changes()))
 
 
 @app.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def logout(body: LogoutRequest) -> Response:
+async def logout(body: LogoutRequest) -> Response:
     accounts.logout(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @app.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def logout_all(caller: Caller) -> Response:
+async def logout_all(caller: Caller) -> Response:
     accounts.logout_everywhere(caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @app.post("/email-verification/request", status_code=status.HTTP_202_ACCEPTED, response_model=MessageOut)
-def email_verification_request(caller: Caller, request: Request) -> MessageOut:
+async def email_verification_request(caller: Caller, request: Request) -> MessageOut:
     enforce(request, container, "email-verification", account=f"user:{caller.user_id}")
     accounts.request_email_verification(caller)
     return MessageOut(message="if the address is not verified yet, a confirmation token has been sent to it")
 
 
 @app.post("/email-verification/confirm", response_model=UserOut)
-def email_verification_confirm(body: VerificationConfirm, request: Request) -> UserOut:
+async def email_verification_confirm(body: VerificationConfirm, request: Request) -> UserOut:
     enforce(request, container, "email-verification")
     return UserOut.model_validate(accounts.confirm_email_verification(body.token))
 
 
 @app.get("/audit", response_model=AuditPageOut)
-def audit_log(
+async def audit_log(
     caller: Caller,
     actor_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     target_type: Annotated[
@@ -170,7 +170,7 @@ def audit_log(
 
 
 @app.get("/me/activity", response_model=AuditPageOut)
-def my_activity(
+async def my_activity(
     caller: Caller,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
@@ -182,24 +182,24 @@ def my_activity(
 
 
 @app.get("/me/export", response_model=ExportOut)
-def export_me(caller: Caller) -> ExportOut:
+async def export_me(caller: Caller) -> ExportOut:
     return ExportOut.model_validate(container.privacy.export_own(caller))
 
 
 @app.get("/users/{user_id}/export", response_model=ExportOut)
-def export_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> ExportOut:
+async def export_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> ExportOut:
     return ExportOut.model_validate(container.privacy.export_user(caller, user_id))
 
 
 @app.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_me(body: EraseRequest, caller: Caller, request: Request) -> Response:
+async def delete_me(body: EraseRequest, caller: Caller, request: Request) -> Response:
     enforce(request, container, "delete-account", account=f"user:{caller.user_id}")
     container.privacy.erase_own(caller, password=body.password, source_ip=source_ip(request))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @app.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> Response:
+async def delete_user(user_id: Annotated[int, Path(ge=1, le=MAX_ID)], caller: Caller) -> Response:
     container.privacy.erase_user(caller, user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

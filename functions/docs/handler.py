@@ -129,12 +129,12 @@ app.add_middleware(GZipMiddleware, minimum_size=1024)
 
 
 @app.get("/openapi.json", include_in_schema=False)
-def openapi_document() -> JSONResponse:
+async def openapi_document() -> JSONResponse:
     return JSONResponse(document, headers={"Cache-Control": CACHE_CONTROL})
 
 
 @app.get("/docs", include_in_schema=False)
-def swagger_ui() -> HTMLResponse:
+async def swagger_ui() -> HTMLResponse:
     title = html.escape(f"{document['info']['title']} - Swagger UI")
     return HTMLResponse(PAGE.format(title=title), headers={"Cache-Control": CACHE_CONTROL, **SECURITY_HEADERS})
 
@@ -146,7 +146,7 @@ def _redoc_missing() -> Response:
 
 
 @app.get("/redoc", include_in_schema=False)
-def redoc() -> Response:
+async def redoc() -> Response:
     if not REDOC_BUNDLE.is_file():
         return _redoc_missing()
     nonce = secrets.token_urlsafe(18)
@@ -161,7 +161,7 @@ def redoc() -> Response:
 
 
 def _asset_endpoint(path: Path, media_type: str, fetched: bool = False) -> Any:
-    def serve() -> Response:
+    async def serve() -> Response:
         if fetched and not path.is_file():
             return _redoc_missing()
         return Response(

@@ -35,39 +35,39 @@ def _with_secret(created: CreatedWebhook) -> WebhookWithSecretOut:
 
 
 @app.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookWithSecretOut)
-def create_webhook(body: WebhookIn, caller: Caller) -> WebhookWithSecretOut:
+async def create_webhook(body: WebhookIn, caller: Caller) -> WebhookWithSecretOut:
     created = integrations.create_webhook(caller, url=body.url, events=body.events, description=body.description)
     return _with_secret(created)
 
 
 @app.get("/webhooks", response_model=list[WebhookOut])
-def list_webhooks(caller: Caller) -> list[WebhookOut]:
+async def list_webhooks(caller: Caller) -> list[WebhookOut]:
     return [WebhookOut.of(webhook) for webhook in integrations.list_webhooks(caller)]
 
 
 @app.get("/webhooks/{webhook_id}", response_model=WebhookOut)
-def get_webhook(webhook_id: WebhookId, caller: Caller) -> WebhookOut:
+async def get_webhook(webhook_id: WebhookId, caller: Caller) -> WebhookOut:
     return WebhookOut.of(integrations.get_webhook(caller, webhook_id))
 
 
 @app.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_webhook(webhook_id: WebhookId, caller: Caller) -> Response:
+async def delete_webhook(webhook_id: WebhookId, caller: Caller) -> Response:
     integrations.delete_webhook(caller, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @app.post("/webhooks/{webhook_id}/rotate-secret", response_model=WebhookWithSecretOut)
-def rotate_secret(webhook_id: WebhookId, caller: Caller) -> WebhookWithSecretOut:
+async def rotate_secret(webhook_id: WebhookId, caller: Caller) -> WebhookWithSecretOut:
     return _with_secret(integrations.rotate_secret(caller, webhook_id))
 
 
 @app.post("/webhooks/{webhook_id}/ping", response_model=DeliveryOut)
-def ping(webhook_id: WebhookId, caller: Caller) -> DeliveryOut:
+async def ping(webhook_id: WebhookId, caller: Caller) -> DeliveryOut:
     return DeliveryOut(**delivery_view(integrations.ping(caller, webhook_id)))
 
 
 @app.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut])
-def deliveries(
+async def deliveries(
     webhook_id: WebhookId,
     caller: Caller,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -78,12 +78,12 @@ def deliveries(
 
 
 @app.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
-def retry_delivery(webhook_id: WebhookId, delivery_id: DeliveryId, caller: Caller) -> DeliveryOut:
+async def retry_delivery(webhook_id: WebhookId, delivery_id: DeliveryId, caller: Caller) -> DeliveryOut:
     return DeliveryOut(**delivery_view(integrations.retry_delivery(caller, webhook_id, delivery_id)))
 
 
 @app.post("/me/calendar-feed", status_code=status.HTTP_201_CREATED, response_model=CalendarFeedOut)
-def new_calendar_feed(caller: Caller, request: Request) -> CalendarFeedOut:
+async def new_calendar_feed(caller: Caller, request: Request) -> CalendarFeedOut:
     token = integrations.new_calendar_feed(caller)
     return CalendarFeedOut(url=str(request.url_for("calendar_feed", token=token)))
 
@@ -94,7 +94,7 @@ def new_calendar_feed(caller: Caller, request: Request) -> CalendarFeedOut:
     response_class=Response,
     responses={200: {"content": {"text/calendar": {"schema": {"type": "string"}}}}},
 )
-def calendar_feed(token: FeedToken) -> Response:
+async def calendar_feed(token: FeedToken) -> Response:
     return Response(content=integrations.calendar(token), media_type="text/calendar; charset=utf-8")
 
 

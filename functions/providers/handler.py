@@ -58,7 +58,7 @@ CURSOR_PATTERN = r"^[0-9]{1,18}$"  # the ids this API hands out as cursors
 
 
 @app.get("/providers", response_model=list[ProviderOut])
-def list_providers(
+async def list_providers(
     admin: Admin,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -67,7 +67,7 @@ def list_providers(
 
 
 @app.post("/providers/{provider_id}/availability", response_model=AvailabilityPosted)
-def post_availability(provider_id: ProviderId, body: AvailabilityIn, caller: Caller) -> AvailabilityPosted:
+async def post_availability(provider_id: ProviderId, body: AvailabilityIn, caller: Caller) -> AvailabilityPosted:
     update = schedule.post_availability(caller, provider_id, body.to_domain())
     return AvailabilityPosted(
         message=f"availability updated for {update.touched_days} date(s)",
@@ -77,7 +77,7 @@ def post_availability(provider_id: ProviderId, body: AvailabilityIn, caller: Cal
 
 
 @app.get("/providers/{provider_id}/availability", response_model=AvailabilityOut)
-def get_availability(provider_id: ProviderId, caller: Caller) -> AvailabilityOut:
+async def get_availability(provider_id: ProviderId, caller: Caller) -> AvailabilityOut:
     stored = schedule.stored_availability(caller, provider_id)
     availability = stored.availability
     return AvailabilityOut(
@@ -124,12 +124,14 @@ async def time_slots(
 
 
 @app.get("/providers/{provider_id}/next-available", response_model=OfferedSlotOut)
-def next_available(provider_id: ProviderId, caller: Caller, visit_type_id: VisitTypeQuery = None) -> OfferedSlotOut:
+async def next_available(
+    provider_id: ProviderId, caller: Caller, visit_type_id: VisitTypeQuery = None
+) -> OfferedSlotOut:
     return OfferedSlotOut.model_validate(schedule.next_available(caller, provider_id, visit_type_id))
 
 
 @app.get("/availability", response_model=list[OfferedSlotOut])
-def search_availability(
+async def search_availability(
     caller: Caller,
     start_date: Annotated[IsoDate, Query(description="provider-local date, inclusive")],
     end_date: Annotated[IsoDate, Query(description="provider-local date, inclusive; at most 14 days")],
@@ -158,12 +160,12 @@ def search_availability(
 
 
 @app.get("/providers/{provider_id}", response_model=ProviderProfileOut, response_model_exclude_unset=True)
-def get_provider(provider_id: ProviderId, caller: Caller) -> ProviderProfileOut:
+async def get_provider(provider_id: ProviderId, caller: Caller) -> ProviderProfileOut:
     return _profile_out(schedule.profile(caller, provider_id))
 
 
 @app.patch("/providers/{provider_id}", response_model=ProviderProfileOut, response_model_exclude_unset=True)
-def patch_provider(provider_id: ProviderId, body: ProviderPatch, caller: Caller) -> ProviderProfileOut:
+async def patch_provider(provider_id: ProviderId, body: ProviderPatch, caller: Caller) -> ProviderProfileOut:
     return _profile_out(schedule.update_profile(caller, provider_id, body.changes()))
 
 
@@ -189,28 +191,28 @@ def _profile_out(profile: ProviderProfile) -> ProviderProfileOut:
 
 
 @app.post("/providers/{provider_id}/visit-types", status_code=status.HTTP_201_CREATED, response_model=VisitTypeOut)
-def post_visit_type(provider_id: ProviderId, body: VisitTypeIn, caller: Caller) -> VisitTypeOut:
+async def post_visit_type(provider_id: ProviderId, body: VisitTypeIn, caller: Caller) -> VisitTypeOut:
     return VisitTypeOut.model_validate(schedule.add_visit_type(caller, provider_id, body.model_dump()))
 
 
 @app.get("/providers/{provider_id}/visit-types", response_model=list[VisitTypeOut])
-def list_visit_types(provider_id: ProviderId, caller: Caller) -> list[VisitTypeOut]:
+async def list_visit_types(provider_id: ProviderId, caller: Caller) -> list[VisitTypeOut]:
     return [VisitTypeOut.model_validate(v) for v in schedule.visit_types(caller, provider_id)]
 
 
 @app.patch("/visit-types/{visit_type_id}", response_model=VisitTypeOut)
-def patch_visit_type(visit_type_id: VisitTypeId, body: VisitTypePatch, caller: Caller) -> VisitTypeOut:
+async def patch_visit_type(visit_type_id: VisitTypeId, body: VisitTypePatch, caller: Caller) -> VisitTypeOut:
     return VisitTypeOut.model_validate(schedule.update_visit_type(caller, visit_type_id, body.changes()))
 
 
 @app.delete("/visit-types/{visit_type_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_visit_type(visit_type_id: VisitTypeId, caller: Caller) -> Response:
+async def delete_visit_type(visit_type_id: VisitTypeId, caller: Caller) -> Response:
     schedule.remove_visit_type(caller, visit_type_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @app.get("/directory/providers", response_model=DirectoryPageOut)
-def directory(
+async def directory(
     caller: Caller,
     q: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
     specialty: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
@@ -238,7 +240,7 @@ def directory(
 
 
 @app.get("/providers/{provider_id}/booked-appointments", response_model=list[BookedAppointmentOut])
-def booked_appointments(
+async def booked_appointments(
     provider_id: ProviderId, caller: Caller, start_date: StartDate = None, end_date: EndDate = None
 ) -> list[BookedAppointmentOut]:
     rows = schedule.booked_appointments(caller, provider_id, start_date, end_date)
@@ -246,7 +248,7 @@ def booked_appointments(
 
 
 @app.get("/providers/{provider_id}/stats", response_model=ProviderStatsOut)
-def provider_stats(
+async def provider_stats(
     provider_id: ProviderId,
     caller: Caller,
     start_date: Annotated[IsoDate, Query(description="provider-local date, inclusive")],

@@ -52,6 +52,19 @@ def test_every_fastapi_route_is_in_the_template_and_vice_versa(database_url: str
         assert served == routes, f"{function_name}: only in the app {only_app}, only in the template {only_template}"
 
 
+def test_every_endpoint_runs_on_the_event_loop_not_in_the_thread_pool(database_url: str) -> None:
+    """A sync route makes FastAPI hop to a worker thread and back on every request
+    (about 0.3 ms under Mangum); a Lambda container serves one request at a time, so
+    every endpoint is ``async def`` and runs inline."""
+    functions = {route.function_name: route for route in load_routes(TEMPLATE)}
+    for name, function in functions.items():
+        app = load_module(function).app
+        endpoints = [r for r in app.routes if isinstance(r, APIRoute)]
+        sync = sorted(r.path for r in endpoints if not asyncio.iscoroutinefunction(r.endpoint))
+        assert endpoints, name
+        assert not sync, f"{name}: sync endpoints {sync}"
+
+
 def test_integrations_and_patch_me_are_routed_to_their_functions() -> None:
     declared = template_routes()
     assert declared["IntegrationsFunction"] == {
