@@ -294,6 +294,46 @@ def test_a_publisher_killed_between_sending_and_marking_loses_nothing(hub: Hub) 
     assert all(e.published_at is not None for e in hub.outbox())
 
 
+class PickySink(RecordingSink):
+    """Accepts every event but the ones named (as EventBridge reports failed entries)."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def send(self, events: Sequence[Any], session: Any) -> set[str]:
+        return super().send(events, session) - self.refused
+
+
+def test_an_event_the_bus_refuses_stays_unpublished_and_goes_in_the_next_pass(hub: Hub) -> None:
+    from reservations.usecases.events import EventUseCases
+
+    hub.container.configure(publish_after_commit=False)
+    for module in hub.modules:
+        module.container.configure(publish_after_commit=False)
+    provider = hub.provider()
+    for index in range(3):
+        hub.act(
+            "reserve",
+            hub.patient(),
+            provider_id=provider.id,
+            start_time=(START + timedelta(minutes=15 * index)).isoformat(),
+        )
+    committed = [str(e.id) for e in hub.outbox()]
+
+    picky = PickySink({committed[1]})
+    publisher = EventUseCases(hub.container, sink=picky, transport=hub.container.webhook_transport)
+    assert publisher.publish_pending() == len(committed) - 1
+    assert picky.sent == committed
+    assert [str(e.id) for e in hub.outbox() if e.published_at is None] == [committed[1]]
+
+    survivor = RecordingSink()
+    later = EventUseCases(hub.container, sink=survivor, transport=hub.container.webhook_transport)
+    assert later.publish_pending() == 1
+    assert survivor.sent == [committed[1]]
+    assert all(e.published_at is not None for e in hub.outbox())
+
+
 def test_published_events_reach_the_bus_and_the_queue_feeds_the_events_function(hub: Hub) -> None:
     import json
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, text
+from sqlalchemy import CursorResult, select, text
 from sqlalchemy.orm import Session
 
 from reservations.adapters.db import User, Webhook, WebhookDelivery
@@ -54,6 +54,18 @@ LEASE = timedelta(seconds=60)
 MAIL_RETRY = timedelta(minutes=5)
 MAIL_MAX_ATTEMPTS = 10
 PURGE_BATCH = 5000
+# The oldest unpublished events no other publisher holds, marked published in the same
+# statement (uncommitted until their send succeeds).
+_CLAIM_UNPUBLISHED = text(
+    """
+    UPDATE outbox_events SET published_at = :now
+    WHERE id IN (
+        SELECT id FROM outbox_events WHERE published_at IS NULL
+        ORDER BY position LIMIT :batch FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, type, occurred_at, sequence, data, position
+    """
+)
 
 
 @dataclass
@@ -90,21 +102,21 @@ class EventUseCases:
         total = 0
         while True:
             with self._resources.unit_of_work() as session:
-                rows = session.execute(
-                    text(
-                        "SELECT id, type, occurred_at, sequence, data FROM outbox_events "
-                        "WHERE published_at IS NULL ORDER BY position LIMIT :batch FOR UPDATE SKIP LOCKED"
-                    ),
-                    {"batch": batch},
-                ).all()
+                # Claimed and marked in one statement; the mark commits only with the
+                # send, and events the sink refused are unmarked again.
+                rows = sorted(
+                    session.execute(_CLAIM_UNPUBLISHED, {"batch": batch, "now": self._resources.now()}).all(),
+                    key=lambda row: row.position,
+                )
                 if not rows:
                     return total
                 events = [event_document(str(r.id), r.type, r.occurred_at, r.sequence, r.data) for r in rows]
                 accepted = self._sink.send(events, session)
-                if accepted:
+                refused = sorted({str(row.id) for row in rows} - set(accepted))
+                if refused:
                     session.execute(
-                        text("UPDATE outbox_events SET published_at = :now WHERE id = ANY(CAST(:ids AS uuid[]))"),
-                        {"now": self._resources.now(), "ids": sorted(accepted)},
+                        text("UPDATE outbox_events SET published_at = NULL WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                        {"ids": refused},
                     )
                 total += len(accepted)
             if len(rows) < batch or len(accepted) < len(rows):
@@ -161,8 +173,21 @@ class EventUseCases:
     def _notify(self, session: Session, event: Event, appointment: Mapping[str, Any], now: datetime) -> None:
         kind = str(event["type"]).removeprefix("appointment.")
         appointment_id = int(appointment["id"])
-        patient = session.get(User, int(appointment["patient_id"]))
-        provider = session.get(User, int(appointment["provider_id"]))
+        # Holds, expiries and attendance send nothing: decided before anything is read.
+        if kind not in ("confirmed", "rescheduled", "cancelled"):
+            return
+        if kind == "rescheduled" and appointment["status"] != "confirmed":
+            return
+        was_confirmed = kind == "cancelled" and self._was_confirmed(session, appointment_id)
+        if kind == "cancelled" and not was_confirmed:
+            return
+        parties = {
+            user.id: user
+            for user in session.scalars(
+                select(User).where(User.id.in_([int(appointment["patient_id"]), int(appointment["provider_id"])]))
+            )
+        }
+        patient, provider = parties.get(int(appointment["patient_id"])), parties.get(int(appointment["provider_id"]))
         if patient is None or provider is None:
             return
         uid, depth = self._lineage(session, appointment_id)
@@ -179,7 +204,6 @@ class EventUseCases:
                 ics_sequence=sequence,
             )
 
-        was_confirmed = kind == "cancelled" and self._was_confirmed(session, appointment_id)
         if kind == "confirmed":
             self._queue(session, f"{event['id']}:confirmed", patient, notice("confirmed", patient, provider, depth))
             self._queue(session, f"{event['id']}:provider", provider, notice("provider_booked", provider, patient, 0))
