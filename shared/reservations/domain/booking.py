@@ -15,13 +15,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
-    DateTime,
     Select,
-    String,
     and_,
-    func,
-    insert,
-    literal,
     or_,
     select,
     text,
@@ -31,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from reservations.adapters.db import (
     Appointment,
@@ -43,11 +39,12 @@ from reservations.adapters.db import (
 from reservations.domain.audit import request_source_ip
 from reservations.domain.availability import generate_slots, slot_on_grid
 from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, VisitSpec
+from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, ProviderRules, VisitSpec
 from reservations.domain.scheduling import (
     EARLIEST_DATE,
     LATEST_DATE,
     ProviderSchedule,
+    availability_from_json,
     bump_slot_days,
     days_spanned,
     visit_fits,
@@ -76,6 +73,12 @@ _PLACED_COLUMNS = (
     "rescheduled_from",
     "created_at",
     "updated_at",
+)
+# Sent as the driver's own SQL: no SQLAlchemy statement to compile or look up.
+_QUEUE_BOOKING = (
+    "SELECT queue_booking(%s::bigint, %s::bigint, %s::timestamptz, %s::text, %s::timestamptz, %s::timestamptz, "
+    "%s::timestamptz, %s::timestamptz, %s::interval, %s::integer[], %s::text, %s::timestamptz, %s::timestamptz, "
+    "%s::text[], %s::bigint, %s::date, %s::date)"
 )
 # A new appointment, its first history entry (if :record) and its days' version bumps, in
 # one round trip. The history row's AFTER triggers (audit, outbox) run at the end of the
@@ -192,31 +195,6 @@ class BookingService:
             )
         )
 
-    def _expire_stale_holds(self, where: ColumnElement[bool]) -> None:
-        """Lazy expiry: holds past their deadline that ``where`` selects stop counting now,
-        in this transaction (correctness never waits for the sweeper), each with its
-        history row, in one statement."""
-        expired = (
-            update(Appointment)
-            .where(where, Appointment.status == "reserved", Appointment.expires_at <= self.now)
-            .values(status="expired", updated_at=self.now)
-            .returning(Appointment.id)
-            .cte("expired")
-        )
-        self.session.execute(
-            insert(AppointmentHistory).from_select(
-                ["appointment_id", "at", "from_status", "to_status", "actor_role", "request_id"],
-                select(
-                    expired.c.id,
-                    literal(self.now, DateTime(timezone=True)),
-                    literal("reserved"),
-                    literal("expired"),
-                    literal("system"),
-                    literal(self.request_id, String()),
-                ),
-            )
-        )
-
     # --- reserve and reschedule ----------------------------------------------------
 
     def reserve(
@@ -307,52 +285,29 @@ class BookingService:
         end = start + visit.duration
         busy_start, busy_end = start - visit.before, end + visit.after
         self._lock_patient(patient_id)
-        self._expire_stale_holds(
-            or_(
-                and_(
-                    Appointment.provider_id == provider.id,
-                    Appointment.busy_start > busy_start - MAX_BUSY_SPAN,
-                    Appointment.busy_start < busy_end,
-                    Appointment.busy_end > busy_start,
-                ),
-                and_(
-                    Appointment.patient_id == patient_id,
-                    Appointment.start_time > start - MAX_BUSY_SPAN,
-                    Appointment.start_time < end,
-                    Appointment.end_time > start,
-                ),
-            )
-        )
         zone = ZoneInfo(provider.timezone)
         local_day = start.astimezone(zone).date()
         days = sorted({*days_spanned(busy_start, busy_end), *also_bump})
-        self._queue_for_slot(provider.id, local_day if rules.daily_cap is not None else None, busy_start, busy_end)
+        self.session.flush()  # the function below is sent past the ORM, which must be written first
+        queued = self._queue(
+            provider.id, patient_id, start, end, busy_start, busy_end, local_day, zone, rules, replacing
+        )
         if replacing is not None:
-            # Marked only now: a racer queued above whose range overlaps the old times
-            # would otherwise wait on this uncommitted change while holding the slot lock.
-            replacing.status = "rescheduled"
-            replacing.updated_at = self.now
-            self.session.flush()
-        if rules.daily_cap is not None and self._booked_on(provider.id, zone, local_day) >= rules.daily_cap:
+            # The function marked it: the loaded object says so too, with nothing to write.
+            set_committed_value(replacing, "status", "rescheduled")
+            set_committed_value(replacing, "updated_at", self.now)
+        if rules.daily_cap is not None and queued["booked"] >= rules.daily_cap:
             raise Conflict(
                 f"the provider takes at most {rules.daily_cap} appointments on {local_day}",
                 code="daily_limit_reached",
             )
-        availability = schedule.load_availability(provider.id, local_day, local_day)
+        availability = availability_from_json(queued["periods"], queued["days"])
         offered = frozenset(slot for slot, _ in generate_slots(availability, zone, local_day, local_day))
         if not visit_fits(offered, start, visit, zone):
             raise Conflict("the provider does not offer this slot", code="slot_unavailable")
-        # Both limits in one statement; serialised by the patient's row lock above, so
-        # concurrent reservations cannot race past either.
-        live_hold = and_(Appointment.status == "reserved", Appointment.expires_at > self.now)
-        active_holds, ahead = self.session.execute(
-            select(
-                func.count().filter(live_hold),
-                func.count().filter(
-                    Appointment.start_time > self.now, or_(Appointment.status == "confirmed", live_hold)
-                ),
-            ).where(Appointment.patient_id == patient_id)
-        ).one()
+        # Both limits as the function counted them, serialised by the patient's row lock
+        # above, so concurrent reservations cannot race past either.
+        active_holds, ahead = queued["holds"], queued["ahead"]
         if placement.status == "reserved" and active_holds >= self.policy.max_active_holds:
             raise Conflict(
                 f"you already hold {self.policy.max_active_holds} unconfirmed reservations; confirm or cancel one",
@@ -413,47 +368,55 @@ class BookingService:
             ).scalar_one()
         )
 
-    def _queue_for_slot(
-        self, provider_id: int, capped_day: date | None, busy_start: datetime, busy_end: datetime
-    ) -> None:
-        """Wait for earlier writers of these times (and of the capped provider-local day)."""
-        if capped_day is not None:
-            # Reservations of one provider-local day run one at a time, so the cap cannot
-            # be raced past. An advisory lock, not the day's version row: confirm, cancel
-            # and expiry bump those last, after their appointment rows, and this INSERT may
-            # wait on such a row, so holding a version row here could deadlock.
-            self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"daily-cap:{provider_id}:{capped_day.isoformat()}"},
-            )
-        # Racers for overlapping times insert one at a time: the exclusion checks of two
-        # concurrent inserts wait on each other's uncommitted rows, a deadlock Postgres
-        # breaks only after deadlock_timeout, again and again in a crowd. Queued here,
-        # each meets the winner's committed row: an immediate slot_unavailable.
-        # Overlapping ranges share a UTC day; keys in ascending order cannot deadlock.
-        self.session.execute(
-            text("SELECT pg_advisory_xact_lock(:provider, day) FROM unnest(CAST(:days AS integer[])) AS day"),
-            {"provider": provider_id, "days": utc_days(busy_start, busy_end)},
+    def _queue(
+        self,
+        provider_id: int,
+        patient_id: int,
+        start: datetime,
+        end: datetime,
+        busy_start: datetime,
+        busy_end: datetime,
+        local_day: date,
+        zone: ZoneInfo,
+        rules: ProviderRules,
+        replacing: Appointment | None,
+    ) -> dict[str, Any]:
+        """One call of `queue_booking` (migration 0010), which, in this order: expires the
+        stale holds in the way (lazy expiry: correctness never waits for the sweeper);
+        under a daily cap, takes the provider-local day's advisory lock, so the cap cannot
+        be raced past (an advisory lock, not the day's version row: confirm, cancel and
+        expiry bump those last, after their appointment rows, and the insert may wait on
+        such a row, so holding a version row here could deadlock); waits for earlier
+        writers of these times on one advisory lock per UTC day the busy range touches
+        (racers for overlapping times then insert one at a time and meet the winner's
+        committed row - an immediate slot_unavailable - instead of deadlocking in the
+        exclusion checks); marks ``replacing`` rescheduled (only now: a racer queued
+        above whose range overlaps the old times would otherwise wait on this change
+        while holding the slot lock); then answers the provider's active bookings of the
+        capped day, the patient's live holds and upcoming appointments, and the
+        availability rows of the day."""
+        capped = rules.daily_cap is not None
+        arguments = (
+            provider_id,
+            patient_id,
+            self.now,
+            self.request_id,
+            busy_start,
+            busy_end,
+            start,
+            end,
+            MAX_BUSY_SPAN,
+            utc_days(busy_start, busy_end),
+            f"daily-cap:{provider_id}:{local_day.isoformat()}" if capped else None,
+            datetime.combine(local_day, time.min, zone),
+            datetime.combine(local_day + timedelta(days=1), time.min, zone),
+            list(OCCUPYING),
+            replacing.id if replacing is not None else None,
+            local_day,
+            local_day,
         )
-
-    def _booked_on(self, provider_id: int, zone: ZoneInfo, day: date) -> int:
-        """Active appointments of the provider starting on that provider-local day."""
-        start = datetime.combine(day, time.min, zone)
-        end = datetime.combine(day + timedelta(days=1), time.min, zone)
-        return int(
-            self.session.scalar(
-                select(func.count()).where(
-                    Appointment.provider_id == provider_id,
-                    Appointment.start_time >= start,
-                    Appointment.start_time < end,
-                    or_(
-                        Appointment.status.in_(OCCUPYING),
-                        and_(Appointment.status == "reserved", Appointment.expires_at > self.now),
-                    ),
-                )
-            )
-            or 0
-        )
+        found: dict[str, Any] = self.session.connection().exec_driver_sql(_QUEUE_BOOKING, arguments).scalar_one()
+        return found
 
     # --- confirm / cancel / attendance ---------------------------------------------
 

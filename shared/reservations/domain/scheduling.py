@@ -451,6 +451,37 @@ def _window_from_json(data: dict[str, Any]) -> Window:
     return Window(time.fromisoformat(data["start"]), end)
 
 
+def availability_of(
+    periods: Iterable[tuple[date, date, list[dict[str, Any]]]], days: Iterable[tuple[str, date, list[dict[str, Any]]]]
+) -> Availability:
+    """Availability from its stored rows: weekly periods (first day, last day, windows)
+    and dated days (kind, day, windows)."""
+    weekly = [
+        WeeklyPeriod(
+            start_date=first,
+            end_date=last,
+            windows=tuple(WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in windows),
+        )
+        for first, last, windows in periods
+    ]
+    weekly.sort(key=lambda period: period.start_date)
+    exceptions: dict[date, tuple[Window, ...]] = {}
+    manual: dict[date, tuple[Window, ...]] = {}
+    for kind, day, windows in days:
+        target = exceptions if kind == "exception" else manual
+        target[day] = tuple(_window_from_json(item) for item in windows)
+    return Availability(tuple(weekly), exceptions, manual)
+
+
+def availability_from_json(periods: Sequence[Sequence[Any]], days: Sequence[Sequence[Any]]) -> Availability:
+    """`availability_of` the rows as a database function returns them in JSON (dates as
+    ISO text): ``[first, last, windows]`` periods and ``[kind, day, windows]`` days."""
+    return availability_of(
+        ((date.fromisoformat(first), date.fromisoformat(last), windows) for first, last, windows in periods),
+        ((kind, date.fromisoformat(day), windows) for kind, day, windows in days),
+    )
+
+
 class ProviderSchedule:
     """Availability rules and free slots of providers."""
 
@@ -503,7 +534,7 @@ class ProviderSchedule:
 
     def load_availability(self, provider_id: int, first: date | None = None, last: date | None = None) -> Availability:
         """The provider's weekly periods and dated days (of ``first``..``last`` if given),
-        in one statement: a booking and an uncached listing read both."""
+        in one statement (a booking reads them in `queue_booking`, migration 0010)."""
         periods_query = select(
             literal(PERIOD_ROW).label("kind"),
             AvailabilityPeriod.start_date.label("first"),
@@ -518,18 +549,14 @@ class ProviderSchedule:
                 AvailabilityPeriod.start_date <= last, AvailabilityPeriod.end_date >= first
             )
             days_query = days_query.where(AvailabilityDay.day.between(first, last))
-        periods: list[WeeklyPeriod] = []
-        exceptions: dict[date, tuple[Window, ...]] = {}
-        manual: dict[date, tuple[Window, ...]] = {}
+        periods: list[tuple[date, date, list[dict[str, Any]]]] = []
+        days: list[tuple[str, date, list[dict[str, Any]]]] = []
         for kind, start, end, windows in self.session.execute(union_all(periods_query, days_query)):
             if kind == PERIOD_ROW:
-                weekly = tuple(WeeklyWindow(frozenset(item["days"]), _window_from_json(item)) for item in windows)
-                periods.append(WeeklyPeriod(start_date=start, end_date=end, windows=weekly))
+                periods.append((start, end, windows))
             else:
-                target = exceptions if kind == "exception" else manual
-                target[start] = tuple(_window_from_json(item) for item in windows)
-        periods.sort(key=lambda period: period.start_date)
-        return Availability(tuple(periods), exceptions, manual)
+                days.append((kind, start, windows))
+        return availability_of(periods, days)
 
     def _store_availability(self, provider_id: int, availability: Availability) -> None:
         # Rules, not slots: a year of weekly hours is one row, whatever the slot count.
