@@ -70,3 +70,40 @@ def test_a_failure_at_any_step_is_reported_and_the_connection_stays_in_step(
     # The next statements read their own answers, not leftovers of the failed exchange.
     for value in (7, 8):
         assert connection.exec_driver_sql("SELECT %s::integer * 2", (value,)).scalar_one() == value * 2
+
+
+def counted(connection: Connection) -> CountingSocket:
+    driver: Any = connection.connection.driver_connection
+    counting = CountingSocket(driver._sock)
+    driver._sock = counting
+    return counting
+
+
+def test_a_transaction_opens_with_its_first_statement_in_one_round_trip(connection: Connection) -> None:
+    connection.exec_driver_sql("SELECT 1")
+    connection.rollback()  # the next statement is a transaction's first
+    counting = counted(connection)
+    first = connection.exec_driver_sql("SELECT txid_current()").scalar_one()
+    second = connection.exec_driver_sql("SELECT txid_current()").scalar_one()
+    assert counting.flushes == 2  # BEGIN went with the first statement
+    assert first == second  # and both ran in that one transaction
+    connection.rollback()
+    assert connection.exec_driver_sql("SELECT txid_current()").scalar_one() != first
+
+
+class Unsendable:
+    def __str__(self) -> str:
+        raise ValueError("this value cannot be sent")
+
+
+def test_a_statement_that_cannot_be_sent_leaves_nothing_behind(connection: Connection) -> None:
+    connection.exec_driver_sql("SELECT 1")
+    connection.rollback()
+    with pytest.raises(ValueError, match="cannot be sent"):
+        connection.exec_driver_sql("SELECT %s::text", (Unsendable(),))
+    connection.rollback()
+    # Neither its statement nor the transaction's BEGIN went out later with another one.
+    autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+    assert autocommit.exec_driver_sql("SELECT %s::integer * 2", (21,)).scalar_one() == 42
+    first = autocommit.exec_driver_sql("SELECT txid_current()").scalar_one()
+    assert autocommit.exec_driver_sql("SELECT txid_current()").scalar_one() != first  # no transaction open

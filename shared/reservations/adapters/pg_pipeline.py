@@ -14,6 +14,13 @@ Correctness rests on the protocol: after an error the server skips every message
 Sync and answers ReadyForQuery, so an error in Parse, Bind or Execute is reported once,
 by the single Sync, exactly as pg8000 reports it now.
 
+pg8000's cursor also opens every transaction with its own round trip: ``begin
+transaction`` as a simple query, answered before the first statement is sent. The
+connection holds that BEGIN back and sends it in the same flush as the transaction's
+first statement (or its COMMIT), then reads both answers in order: one round trip fewer
+per transaction. A BEGIN still held when the transaction ends unsent (a rollback before
+any statement, an autocommit switch) is dropped.
+
 pg8000 also rewrites placeholders (``%s`` to ``$1``) by scanning every statement character
 by character in Python: 0.1-0.4 ms for the ORM's long SELECTs, a dozen times per
 reservation. The rewrite depends only on the style and the text, so it is remembered per
@@ -30,6 +37,8 @@ import pg8000.legacy
 from pg8000.core import NULL_BYTE, SYNC_MSG, Context, _flush, _write, make_params
 from pg8000.dbapi import convert_paramstyle
 from pg8000.legacy import Connection
+
+BEGIN = "begin transaction"  # what pg8000's cursor sends, verbatim
 
 
 def remembered_convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
@@ -59,20 +68,71 @@ pg8000.legacy.convert_paramstyle = remembered_convert_paramstyle
 
 
 class PipelinedConnection(Connection):  # type: ignore[misc]  # pg8000 ships no type hints
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._held_begin = False
+        super().__init__(*args, **kwargs)
+
+    def execute_simple(self, statement: str) -> Any:
+        if statement == BEGIN and self._sock is not None:
+            self._held_begin = True
+            return Context(statement)
+        begin = self._send_held_begin()
+        context = Context(statement)
+        self.send_QUERY(statement)
+        _flush(self._sock)
+        self._read_answers(begin, context)
+        return context
+
     def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
-        if stream is not None:  # COPY keeps pg8000's own exchange
+        if stream is not None or self._sock is None:
+            # COPY keeps pg8000's own exchange; a closed connection raises as pg8000 does.
+            if self._sock is not None:
+                self._send_held_begin(flush=True)
             return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
-        if self._sock is None:
-            return super().execute_unnamed(statement, vals=vals, oids=oids)  # raises "connection is closed"
+        params = make_params(self.py_types, vals)  # a value it cannot send fails here, before anything is written
+        begin = self._send_held_begin()
         context = Context(statement)
         self.send_PARSE(NULL_BYTE, statement, oids)
         self.send_DESCRIBE_STATEMENT(NULL_BYTE)
-        self.send_BIND(NULL_BYTE, make_params(self.py_types, vals))
+        self.send_BIND(NULL_BYTE, params)
         self.send_EXECUTE()
         _write(self._sock, SYNC_MSG)
         _flush(self._sock)
-        self.handle_messages(context)
+        self._read_answers(begin, context)
         return context
+
+    def rollback(self) -> None:
+        self._held_begin = False  # a transaction with no statement sent has nothing to undo
+        super().rollback()
+
+    def _send_held_begin(self, *, flush: bool = False) -> Any:
+        """Write the held BEGIN ahead of the next statement (unflushed unless ``flush``);
+        its answer's context, or None."""
+        if not self._held_begin:
+            return None
+        self._held_begin = False
+        if self.autocommit:
+            return None
+        begin = Context(BEGIN)
+        self.send_QUERY(BEGIN)
+        if flush:
+            _flush(self._sock)
+            self.handle_messages(begin)
+            return None
+        return begin
+
+    def _read_answers(self, begin: Any, context: Any) -> None:
+        """The BEGIN's answer, if one was sent, then the statement's: both are read before
+        either error is raised, so the connection stays in step."""
+        failed_begin = None
+        if begin is not None:
+            try:
+                self.handle_messages(begin)
+            except Exception as error:  # raised below, once the statement's answer is read
+                failed_begin = error
+        self.handle_messages(context)
+        if failed_begin is not None:
+            raise failed_begin
 
 
 def connect(*args: Any, **kwargs: Any) -> PipelinedConnection:
