@@ -21,6 +21,10 @@ first statement (or its COMMIT), then reads both answers in order: one round tri
 per transaction. A BEGIN still held when the transaction ends unsent (a rollback before
 any statement, an autocommit switch) is dropped.
 
+pg8000 parses timestamps and dates with ``strptime`` (about 8 µs a value, several per
+ORM row); ``fromisoformat`` reads what Postgres writes (ISO DateStyle) in 0.15 µs, and
+anything it cannot read (infinity, years past 9999, BC) still goes to pg8000's parser.
+
 pg8000 also rewrites placeholders (``%s`` to ``$1``) by scanning every statement character
 by character in Python: 0.1-0.4 ms for the ORM's long SELECTs, a dozen times per
 reservation. The rewrite depends only on the style and the text, so it is remembered per
@@ -31,14 +35,37 @@ is where the memoised one is installed (at import of this module; same results).
 from __future__ import annotations
 
 import functools
+from datetime import date, datetime
 from typing import Any
 
 import pg8000.legacy
+from pg8000.converters import DATE, TIMESTAMP, TIMESTAMPTZ, date_in, timestamp_in, timestamptz_in
 from pg8000.core import NULL_BYTE, SYNC_MSG, Context, _flush, _write, make_params
 from pg8000.dbapi import convert_paramstyle
 from pg8000.legacy import Connection
 
 BEGIN = "begin transaction"  # what pg8000's cursor sends, verbatim
+
+
+def read_timestamptz(text: str) -> Any:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return timestamptz_in(text)
+
+
+def read_timestamp(text: str) -> Any:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return timestamp_in(text)
+
+
+def read_date(text: str) -> Any:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return date_in(text)
 
 
 def remembered_convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
@@ -71,6 +98,8 @@ class PipelinedConnection(Connection):  # type: ignore[misc]  # pg8000 ships no 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held_begin = False
         super().__init__(*args, **kwargs)
+        for oid, parse in ((TIMESTAMPTZ, read_timestamptz), (TIMESTAMP, read_timestamp), (DATE, read_date)):
+            self.register_in_adapter(oid, parse)
 
     def execute_simple(self, statement: str) -> Any:
         if statement == BEGIN and self._sock is not None:
