@@ -80,27 +80,51 @@ _QUEUE_BOOKING = (
     "%s::timestamptz, %s::timestamptz, %s::interval, %s::integer[], %s::text, %s::timestamptz, %s::timestamptz, "
     "%s::text[], %s::bigint, %s::date, %s::date)"
 )
-# A new appointment, its first history entry (if :record) and its days' version bumps, in
-# one round trip. The history row's AFTER triggers (audit, outbox) run at the end of the
-# statement and see the new appointment.
-_PLACE_APPOINTMENT = text(
-    f"""
-    WITH placed AS (
+# A new appointment with its history and its days' version bumps, in one round trip. The
+# bump reads the insert's result, so the day rows are locked after the appointment row, as
+# everywhere; the history rows' triggers (audit before, outbox after each row) see the new
+# row and, for a move, the old one pointing to it.
+_PLACED = f"""
+    placed AS (
         INSERT INTO appointments ({", ".join(_PLACED_COLUMNS)})
         VALUES ({", ".join(":" + column for column in _PLACED_COLUMNS)})
         RETURNING id
-    ), recorded AS (
-        INSERT INTO appointment_history
-            (appointment_id, at, from_status, to_status, actor_id, actor_role, request_id, source_ip)
-        SELECT id, CAST(:at AS timestamptz), NULL, CAST(:status AS varchar), CAST(:actor_id AS bigint),
-               CAST(:actor_role AS varchar), CAST(:request_id AS varchar), CAST(:source_ip AS varchar)
-        FROM placed WHERE CAST(:record AS boolean)
-    ), bumped AS (
+    )"""
+_BUMPED = """
+    bumped AS (
         INSERT INTO slot_day_versions (provider_id, day, version)
         SELECT CAST(:provider_id AS bigint), d, 1 FROM unnest(CAST(:days AS date[])) AS d
         WHERE EXISTS (SELECT FROM placed) ORDER BY d
         ON CONFLICT (provider_id, day) DO UPDATE SET version = slot_day_versions.version + 1
-    )
+    )"""
+_HISTORY = """
+    INSERT INTO appointment_history
+        (appointment_id, at, from_status, to_status, actor_id, actor_role, request_id, source_ip)"""
+_BY_ACTOR = """
+    CAST(:at AS timestamptz), {from_status}, {to_status}, CAST(:actor_id AS bigint), CAST(:actor_role AS varchar),
+    CAST(:request_id AS varchar), CAST(:source_ip AS varchar)"""
+_PLACE_APPOINTMENT = text(
+    f"""
+    WITH {_PLACED}, recorded AS ({_HISTORY}
+        SELECT id, {_BY_ACTOR.format(from_status="NULL", to_status="CAST(:status AS varchar)")} FROM placed
+    ), {_BUMPED}
+    SELECT id FROM placed
+    """
+)
+# A move: also the old appointment pointing to its successor, and its history entry first.
+_MOVE_APPOINTMENT = text(
+    f"""
+    WITH {_PLACED}, moved AS (
+        UPDATE appointments SET rescheduled_to = (SELECT id FROM placed) WHERE id = CAST(:replacing AS bigint)
+        RETURNING id
+    ), recorded AS ({_HISTORY}
+        SELECT entry.appointment_id, {_BY_ACTOR.format(from_status="entry.from_status", to_status="entry.to_status")}
+        FROM placed, moved, LATERAL (VALUES
+            (1, moved.id, CAST(:status AS varchar), CAST('rescheduled' AS varchar)),
+            (2, placed.id, NULL, CAST(:status AS varchar))
+        ) AS entry(step, appointment_id, from_status, to_status)
+        ORDER BY entry.step
+    ), {_BUMPED}
     SELECT id FROM placed
     """
 )
@@ -169,6 +193,17 @@ class BookingService:
         self.request_id = request_id
         self._locked_patients = {locked_patient} if locked_patient is not None else set()
 
+    def _lock_patient_of(self, actor: User, appointment_id: int) -> None:
+        """`_lock_patient` for the patient of an appointment the actor may see, found in
+        the same statement (if there is none, nothing is locked and the caller's next
+        read answers 404)."""
+        patient_of = select(Appointment.patient_id).where(Appointment.id == appointment_id, self._visible(actor))
+        patient_id = self.session.scalar(
+            select(User.id).where(User.id == patient_of.scalar_subquery()).with_for_update(key_share=True)
+        )
+        if patient_id is not None:
+            self._locked_patients.add(patient_id)
+
     def _lock_patient(self, patient_id: int) -> None:
         """One patient's bookings run one at a time, so the hold limit cannot be raced past.
         FOR NO KEY UPDATE: it serialises this patient's bookings but, unlike FOR UPDATE,
@@ -215,7 +250,7 @@ class BookingService:
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
         provider, visit_type = schedule.provider_and_visit_type(provider_id, visit_type_id)
         placement = Placement(provider, visit_type, start, "reserved", self.now + self.policy.hold_ttl)
-        return self._place(schedule, patient.id, placement, note=note, recorded_for=patient)
+        return self._place(schedule, patient.id, placement, note=note, actor=patient)
 
     def reschedule(
         self, actor: User, appointment_id: int, start_time: datetime, visit_type_id: int | None = None
@@ -227,7 +262,7 @@ class BookingService:
         start = grid_start(start_time)
         # The patient's row first, as reserve takes it, then the appointment: the other
         # order deadlocks with the patient's own reservations.
-        self._lock_patient(self._party(actor, appointment_id).patient_id)
+        self._lock_patient_of(actor, appointment_id)
         old = self._locked_party(actor, appointment_id)
         if effective_status(old, self.now) not in ("reserved", "confirmed"):
             raise Conflict("only held or confirmed appointments can be rescheduled", code="not_reschedulable")
@@ -246,12 +281,9 @@ class BookingService:
             placement,
             note=old.note,
             replacing=old,
+            actor=actor,
             also_bump=days_spanned(old.busy_start, old.busy_end),
         )
-        old.rescheduled_to = successor.id
-        self.session.flush()
-        self._record(old.id, previous, "rescheduled", actor)
-        self._record(successor.id, None, previous, actor)
         return successor
 
     def _place(
@@ -262,8 +294,8 @@ class BookingService:
         *,
         note: str | None,
         replacing: Appointment | None = None,
+        actor: User,
         also_bump: Sequence[date] = (),
-        recorded_for: User | None = None,
     ) -> Appointment:
         """Check the provider's rules for a new appointment and insert it; the exclusion
         constraints decide the races. ``replacing``: the appointment it moves, marked
@@ -335,7 +367,7 @@ class BookingService:
         )
         # No savepoint: a conflict fails the request, whose whole transaction is rolled back.
         try:
-            appointment.id = self._insert_placed(appointment, days, recorded_for=recorded_for)
+            appointment.id = self._insert_placed(appointment, days, actor, replacing)
         except DBAPIError as error:  # pg8000 reports 23P01 as a ProgrammingError
             if sqlstate(error) == "23P01" and constraint_name(error) == PATIENT_OVERLAP:
                 raise Conflict("you already have an appointment at this time", code="overlapping_appointment") from None
@@ -346,27 +378,26 @@ class BookingService:
             raise
         return appointment
 
-    def _insert_placed(self, appointment: Appointment, days: Sequence[date], *, recorded_for: User | None) -> int:
-        """Insert the appointment, its first history entry (when ``recorded_for`` names
-        the person placing it) and bump its days' versions, in one statement; the days
-        are bumped after the appointment's insert (the bump reads its result), so their
-        row locks still come after every appointment row lock. Returns the new id."""
-        values = {column: getattr(appointment, column) for column in _PLACED_COLUMNS}
-        return int(
-            self.session.execute(
-                _PLACE_APPOINTMENT,
-                {
-                    **values,
-                    "record": recorded_for is not None,
-                    "at": self.now,
-                    "actor_id": recorded_for.id if recorded_for else None,
-                    "actor_role": recorded_for.role if recorded_for else None,
-                    "request_id": self.request_id,
-                    "source_ip": request_source_ip() if recorded_for else None,
-                    "days": sorted(set(days)),
-                },
-            ).scalar_one()
-        )
+    def _insert_placed(
+        self, appointment: Appointment, days: Sequence[date], actor: User, replacing: Appointment | None
+    ) -> int:
+        """Insert the appointment, its history entry by ``actor`` (for a move, first the
+        entry of ``replacing``, which now points to it) and bump its days' versions, in
+        one statement. Returns the new id."""
+        parameters = {
+            **{column: getattr(appointment, column) for column in _PLACED_COLUMNS},
+            "at": self.now,
+            "actor_id": actor.id,
+            "actor_role": actor.role,
+            "request_id": self.request_id,
+            "source_ip": request_source_ip(),  # a person's transition carries their request's address
+            "days": sorted(set(days)),
+        }
+        if replacing is None:
+            return int(self.session.execute(_PLACE_APPOINTMENT, parameters).scalar_one())
+        placed = int(self.session.execute(_MOVE_APPOINTMENT, {**parameters, "replacing": replacing.id}).scalar_one())
+        set_committed_value(replacing, "rescheduled_to", placed)
+        return placed
 
     def _queue(
         self,
