@@ -27,10 +27,11 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 
 from reservations.adapters.db import User
+from reservations.adapters.security import AccessClaims
 from reservations.adapters.slot_cache import SlotCache
 from reservations.composition import Container
 from reservations.domain.availability import Availability, WeeklyPeriod, WeeklyWindow, parse_days, parse_window
-from reservations.domain.booking import BookingService
+from reservations.domain.booking import BookingService, move_context
 from reservations.domain.errors import Conflict, InvalidRequest, NotFound
 from reservations.domain.scheduling import PostedAvailability, ProviderSchedule
 
@@ -255,7 +256,10 @@ class BookingMachine(RuleBasedStateMachine):
         try:
             with self.container.unit_of_work() as session:
                 actor = session.get_one(User, self._actor(old, who))
-                moved = self._booking(session).reschedule(actor, old.id, start)
+                claims = AccessClaims(actor.id, actor.role, actor.token_version, self.now + timedelta(hours=1))
+                context = move_context(session, claims, old.id, None)
+                booking = BookingService(session, policy=self.policy, now=self.now, context=context)
+                moved = booking.reschedule(actor, start)
                 outcome, made = "moved", (moved.id, moved.status, moved.expires_at, moved.rescheduled_from)
         except (Conflict, InvalidRequest) as error:
             outcome = error.code

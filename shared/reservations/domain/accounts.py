@@ -95,12 +95,10 @@ def validate_timezone(name: str) -> str:
     return name
 
 
-def current_user(session: Session, claims: AccessClaims, *, lock: bool = False) -> User:
+def current_user(session: Session, claims: AccessClaims) -> User:
     """The user a verified access token speaks for, unless the token was revoked since
-    (a password change bumps ``token_version``) or the role no longer matches. ``lock``:
-    read it FOR NO KEY UPDATE, so a booking's first statement also serialises the
-    patient's own bookings (one round trip instead of two)."""
-    user = session.get(User, claims.user_id, with_for_update={"key_share": True} if lock else None)
+    (a password change bumps ``token_version``) or the role no longer matches."""
+    user = session.get(User, claims.user_id)
     if user is None or user.token_version != claims.token_version or user.role != claims.role:
         raise Unauthenticated("token has been revoked", code="token_revoked")
     return user

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -38,17 +38,24 @@ from reservations.adapters.db import (
 )
 from reservations.domain.audit import request_source_ip
 from reservations.domain.availability import generate_slots, slot_on_grid
-from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
+from reservations.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated, Unprocessable
 from reservations.domain.policy import MAX_BUSY_SPAN, BookingPolicy, ProviderRules, VisitSpec
 from reservations.domain.scheduling import (
     EARLIEST_DATE,
     LATEST_DATE,
     ProviderSchedule,
+    ReservationContext,
     availability_from_json,
     bump_slot_days,
     days_spanned,
+    detached,
+    no_such_provider,
+    no_such_visit_type,
     visit_fits,
 )
+
+if TYPE_CHECKING:
+    from reservations.adapters.security import AccessClaims
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 STATUSES = ("reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show")
@@ -130,6 +137,57 @@ _MOVE_APPOINTMENT = text(
 )
 
 
+@dataclass(frozen=True)
+class MoveContext:
+    """A move's first read: the caller, the appointment (its patient's row, then its own,
+    locked), its provider (FOR SHARE) and the visit type it moves to (its own when none
+    is named); each None where none was found."""
+
+    caller: User
+    appointment: Appointment | None
+    provider: User | None
+    visit_type: VisitType | None
+    appointment_id: int
+    visit_type_id: int | None
+
+    def moved(self) -> Appointment:
+        if self.appointment is None:
+            raise NotFound(f"appointment {self.appointment_id} not found", code="appointment_not_found")
+        return self.appointment
+
+    def provider_row(self) -> User:
+        if self.provider is None:
+            raise no_such_provider(self.moved().provider_id)
+        return self.provider
+
+    def visit_type_row(self) -> VisitType:
+        if self.visit_type is None:
+            raise no_such_visit_type(self.moved().provider_id, self.visit_type_id)
+        return self.visit_type
+
+
+_MOVE_CONTEXT = "SELECT move_context(%s::bigint, %s::integer, %s::text, %s::bigint, %s::bigint)"
+
+
+def move_context(session: Session, caller: AccessClaims, appointment_id: int, visit_type_id: int | None) -> MoveContext:
+    """One call of the database's `move_context` function (migration 0010), taking a
+    move's locks in the order `BookingService.reschedule` needs them. Raises as
+    `current_user` would; the rest is raised where the move reads it."""
+    arguments = (caller.user_id, caller.token_version, caller.role, appointment_id, visit_type_id)
+    found = session.connection().exec_driver_sql(_MOVE_CONTEXT, arguments).scalar_one()
+    if found["caller"] is None:
+        raise Unauthenticated("token has been revoked", code="token_revoked")
+    appointment, provider, visit_type = found["appointment"], found["provider"], found["visit_type"]
+    return MoveContext(
+        caller=detached(User, found["caller"]),
+        appointment=detached(Appointment, appointment) if appointment is not None else None,
+        provider=detached(User, provider) if provider is not None else None,
+        visit_type=detached(VisitType, visit_type) if visit_type is not None else None,
+        appointment_id=appointment_id,
+        visit_type_id=visit_type_id,
+    )
+
+
 def constraint_name(error: DBAPIError) -> str | None:
     details = error.orig.args[0] if error.orig is not None and error.orig.args else None
     return str(details.get("n")) if isinstance(details, dict) and details.get("n") else None
@@ -183,26 +241,21 @@ class BookingService:
         policy: BookingPolicy,
         now: datetime,
         request_id: str | None = None,
-        locked_patient: int | None = None,
+        context: ReservationContext | MoveContext | None = None,
     ) -> None:
-        """``locked_patient``: a patient whose row this transaction already holds FOR NO
-        KEY UPDATE (read so with the caller's token check), so it is not locked again."""
+        """``context``: a reservation's or a move's first read, already done with the
+        caller's token check (the patient's row it holds FOR NO KEY UPDATE is not locked
+        again)."""
         self.session = session
         self.policy = policy
         self.now = now
         self.request_id = request_id
-        self._locked_patients = {locked_patient} if locked_patient is not None else set()
-
-    def _lock_patient_of(self, actor: User, appointment_id: int) -> None:
-        """`_lock_patient` for the patient of an appointment the actor may see, found in
-        the same statement (if there is none, nothing is locked and the caller's next
-        read answers 404)."""
-        patient_of = select(Appointment.patient_id).where(Appointment.id == appointment_id, self._visible(actor))
-        patient_id = self.session.scalar(
-            select(User.id).where(User.id == patient_of.scalar_subquery()).with_for_update(key_share=True)
-        )
-        if patient_id is not None:
-            self._locked_patients.add(patient_id)
+        self._context = context
+        self._locked_patients: set[int] = set()
+        if isinstance(context, ReservationContext):
+            self._locked_patients.add(context.patient.id)
+        elif isinstance(context, MoveContext) and context.appointment is not None:
+            self._locked_patients.add(context.appointment.patient_id)
 
     def _lock_patient(self, patient_id: int) -> None:
         """One patient's bookings run one at a time, so the hold limit cannot be raced past.
@@ -248,34 +301,35 @@ class BookingService:
             )
         start = grid_start(start_time)
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
-        provider, visit_type = schedule.provider_and_visit_type(provider_id, visit_type_id)
+        if isinstance(self._context, ReservationContext):
+            provider, visit_type = self._context.provider_and_visit_type()
+        else:
+            provider, visit_type = schedule.provider_and_visit_type(provider_id, visit_type_id)
         placement = Placement(provider, visit_type, start, "reserved", self.now + self.policy.hold_ttl)
         return self._place(schedule, patient.id, placement, note=note, actor=patient)
 
-    def reschedule(
-        self, actor: User, appointment_id: int, start_time: datetime, visit_type_id: int | None = None
-    ) -> Appointment:
+    def reschedule(self, actor: User, start_time: datetime) -> Appointment:
         """Move an appointment in one transaction: the old one becomes ``rescheduled``
         (it stops counting, so the new time may overlap it) and a successor takes its
         status (a hold keeps its deadline); if the new slot cannot be had, the whole
-        transaction rolls back and nothing changed."""
+        transaction rolls back and nothing changed. The service's context is the move's
+        first read (`move_context`), which took its first locks: the patient's row, then
+        the appointment's."""
+        context = self._context
+        if not isinstance(context, MoveContext):
+            raise TypeError("a move is read with move_context first")
         start = grid_start(start_time)
-        # The patient's row first, as reserve takes it, then the appointment: the other
-        # order deadlocks with the patient's own reservations.
-        self._lock_patient_of(actor, appointment_id)
-        old = self._locked_party(actor, appointment_id)
+        old = context.moved()
+        self._locked_patients.add(old.patient_id)
         if effective_status(old, self.now) not in ("reserved", "confirmed"):
             raise Conflict("only held or confirmed appointments can be rescheduled", code="not_reschedulable")
         schedule = ProviderSchedule(self.session, policy=self.policy, now=self.now)
-        provider = schedule.provider(old.provider_id, for_share=True)
+        provider = context.provider_row()
         self._check_change_allowed(actor, old, provider, schedule)
-        if visit_type_id is not None:
-            visit_type = schedule.visit_type(old.provider_id, visit_type_id)
-        else:  # the appointment keeps its type, even one retired since it was booked
-            visit_type = self.session.get_one(VisitType, old.visit_type_id)
+        visit_type = context.visit_type_row()
         previous = old.status
         placement = Placement(provider, visit_type, start, previous, old.expires_at)
-        successor = self._place(
+        return self._place(
             schedule,
             old.patient_id,
             placement,
@@ -284,7 +338,6 @@ class BookingService:
             actor=actor,
             also_bump=days_spanned(old.busy_start, old.busy_end),
         )
-        return successor
 
     def _place(
         self,

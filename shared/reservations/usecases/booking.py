@@ -18,14 +18,19 @@ from reservations.domain.accounts import current_user
 from reservations.domain.booking import (
     BookingService,
     IdempotencyStore,
+    MoveContext,
     Replayable,
     appointment_view,
+    move_context,
     request_fingerprint,
 )
 from reservations.domain.errors import Conflict
+from reservations.domain.scheduling import ReservationContext, reservation_context
 from reservations.usecases import Resources
 
 Action = Callable[[BookingService, User], Appointment]
+# What a write reads first, with the caller's token check, when one call can read more.
+FirstRead = ReservationContext | MoveContext
 # deadlock_detected, serialization_failure: Postgres aborted the transaction, not the request.
 RETRYABLE_STATES = frozenset({"40P01", "40001"})
 DEADLOCK_ATTEMPTS = 3
@@ -50,6 +55,12 @@ class BookingUseCases:
         # Fields a request leaves out stay out of its fingerprint, so keys stored before
         # they existed still match.
         request.update(_named(visit_type_id=visit_type_id, note=note))
+
+        def first_read(session: Session) -> ReservationContext:
+            # A patient's token check also takes the row lock the reservation needs and
+            # reads the provider and visit type: one round trip instead of two.
+            return reservation_context(session, caller, provider_id, visit_type_id)
+
         return self._write(
             caller,
             "reserve",
@@ -58,8 +69,7 @@ class BookingUseCases:
             lambda booking, user: booking.reserve(user, provider_id, start_time, visit_type_id, note),
             metric="Reservations",
             request_id=request_id,
-            # A patient's token check also takes the row lock the reservation needs.
-            lock_caller=caller.role == "patient",
+            first_read=first_read if caller.role == "patient" else None,
         )
 
     def confirm(
@@ -109,14 +119,19 @@ class BookingUseCases:
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> Replayable:
+        def first_read(session: Session) -> MoveContext:
+            # The token check, the move's locks and rows in one round trip.
+            return move_context(session, caller, slot_id, visit_type_id)
+
         return self._write(
             caller,
             "reschedule",
             {"slot_id": slot_id, "start_time": start_time, **_named(visit_type_id=visit_type_id)},
             idempotency_key,
-            lambda booking, user: booking.reschedule(user, slot_id, start_time, visit_type_id),
+            lambda booking, user: booking.reschedule(user, start_time),
             metric="Reschedules",
             request_id=request_id,
+            first_read=first_read,
         )
 
     def record_attendance(
@@ -160,7 +175,7 @@ class BookingUseCases:
         *,
         metric: str,
         request_id: str | None,
-        lock_caller: bool = False,
+        first_read: Callable[[Session], FirstRead] | None = None,
     ) -> Replayable:
         """Run ``action`` once per Idempotency-Key, in one transaction committed before
         the result is returned; a replay returns the first result and changes nothing.
@@ -177,7 +192,7 @@ class BookingUseCases:
                     action,
                     metric=metric,
                     request_id=request_id,
-                    lock_caller=lock_caller,
+                    first_read=first_read,
                 )
             except DBAPIError as error:
                 if sqlstate(error) not in RETRYABLE_STATES:
@@ -203,16 +218,17 @@ class BookingUseCases:
         *,
         metric: str,
         request_id: str | None,
-        lock_caller: bool,
+        first_read: Callable[[Session], FirstRead] | None,
     ) -> Replayable:
         now = self._resources.now()
         with self._resources.unit_of_work() as session:
-            user = current_user(session, caller, lock=lock_caller)
+            context = first_read(session) if first_read is not None else None
+            user = caller_of(context) if context is not None else current_user(session, caller)
             store = IdempotencyStore(session, now=now)
             fingerprint = request_fingerprint(operation, request)
             if key is not None and (stored := store.begin(user.id, key, operation, fingerprint)) is not None:
                 return Replayable(stored, replayed=True)
-            booking = self._service(session, now, request_id, locked_patient=user.id if lock_caller else None)
+            booking = self._service(session, now, request_id, context=context)
             result = appointment_view(action(booking, user), now)
             if key is not None:
                 store.save(user.id, key, operation, fingerprint, result)
@@ -221,14 +237,15 @@ class BookingUseCases:
         return Replayable(result)
 
     def _service(
-        self, session: Session, now: datetime, request_id: str | None = None, *, locked_patient: int | None = None
+        self,
+        session: Session,
+        now: datetime,
+        request_id: str | None = None,
+        *,
+        context: FirstRead | None = None,
     ) -> BookingService:
         return BookingService(
-            session,
-            policy=self._resources.booking_policy,
-            now=now,
-            request_id=request_id,
-            locked_patient=locked_patient,
+            session, policy=self._resources.booking_policy, now=now, request_id=request_id, context=context
         )
 
     def list_own(
@@ -263,6 +280,10 @@ class BookingUseCases:
         with self._resources.unit_of_work() as session:
             user = current_user(session, caller)
             return appointment_view(self._service(session, now).get(user, appointment_id), now)
+
+
+def caller_of(context: FirstRead) -> User:
+    return context.patient if isinstance(context, ReservationContext) else context.caller
 
 
 def _named(**fields: Any) -> dict[str, Any]:
