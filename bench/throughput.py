@@ -298,11 +298,11 @@ def throughput_table(results: list[Throughput]) -> Table:
         "(every reservation bumps version rows of that provider's days); 'a provider each' spreads the clients. "
         "The baseline sends the INSERT a reservation ends with (same columns, same exclusion constraints and "
         f"indexes) straight through pg8000, autocommit, {DRIVER_EACH} per thread. A reservation is one "
-        "transaction of 13 statements (pg8000's BEGIN, token user, provider with its visit type, patient row "
-        "lock, lazy expiry, slot lock, 2 availability reads, both patient limits in one count, INSERT, "
-        "day-version bump, history row, COMMIT; pg8000 sends each parameterised statement in 3 round trips), then "
-        "the outbox publisher's own short transaction, plus JSON, validation and slot generation in Python; the "
-        "2 cores are shared with Postgres.",
+        "transaction of 4 round trips (BEGIN with reservation_context: token user locked, provider, visit type; "
+        "queue_booking: lazy expiry, slot locks, availability, patient limits; the INSERT with its history row "
+        "and day-version bumps; COMMIT), then the outbox publisher's own (BEGIN with the claim, the in-process "
+        "webhook fan-out, COMMIT), plus JSON, validation and slot generation in Python; the 2 cores are shared "
+        "with Postgres.",
     )
 
 

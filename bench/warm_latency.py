@@ -98,7 +98,7 @@ def baseline_cases(providers: ModuleType, world: World) -> list[Case]:
         with container.engine.connect() as connection:
             connection.execute(text("SELECT 1")).scalar_one()
 
-    cases.append(Case("Postgres SELECT 1 through Container.engine (checkout: pre-ping, BEGIN, query, ROLLBACK)",
+    cases.append(Case("Postgres SELECT 1 through Container.engine (checkout, BEGIN with the query, ROLLBACK)",
                       measure(select_one, runs=LATENCY_RUNS, warmup=10), True))  # fmt: skip
     with container.engine.connect() as held:
         one_trip = measure(lambda: held.exec_driver_sql("SELECT 1").scalar_one(), runs=LATENCY_RUNS, warmup=10)
@@ -290,8 +290,8 @@ def latency_table(cases: list[Case]) -> Table:
         "POST /token verifies argon2id at the cost stored in the user's hash: the production row uses "
         "the Settings defaults (time_cost=3, memory 64 MiB, parallelism 1) and dominates the call, the test row "
         "the bench's cheap cost; both also insert a refresh token. The engine row pays what every request pays "
-        "per checkout: pool_pre_ping's `SELECT 1` (inside pg8000's implicit BEGIN), then the query, then the "
-        "pool's ROLLBACK on return - 4 round trips for one useful one.",
+        "per checkout: BEGIN sent with the query, then the pool's ROLLBACK on return - 2 round trips for one "
+        "useful one (a connection idle past DB_PING_AFTER_IDLE_SECONDS is pinged first).",
     )
 
 
