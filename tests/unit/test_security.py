@@ -52,3 +52,19 @@ def test_token_from_another_audience_is_rejected() -> None:
 
 def test_digest_is_stable_and_not_the_token() -> None:
     assert token_digest("abc") == token_digest("abc") != "abc"
+
+
+def test_a_remembered_token_is_accepted_only_with_the_key_and_text_that_verified_it() -> None:
+    signed_by = SigningKeys.from_secret('{"keys": [{"kid": "k", "secret": "' + "a" * 40 + '"}]}')
+    same_kid_other_secret = SigningKeys.from_secret('{"keys": [{"kid": "k", "secret": "' + "b" * 40 + '"}]}')
+    codec = TokenCodec(signed_by, issuer="i", audience="a")
+    token = codec.issue_access(user_id=7, role="patient", token_version=0, now=NOW, ttl=timedelta(minutes=30))
+    assert codec.decode_access(token, now=NOW).user_id == 7  # verified, and remembered
+    with pytest.raises(Unauthenticated):
+        TokenCodec(same_kid_other_secret, issuer="i", audience="a").decode_access(token, now=NOW)
+    with pytest.raises(Unauthenticated):
+        TokenCodec(signed_by, issuer="i", audience="other").decode_access(token, now=NOW)
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-2]}{'AA' if not signature.endswith('AA') else 'BB'}"
+    with pytest.raises(Unauthenticated):
+        codec.decode_access(tampered, now=NOW)
