@@ -66,74 +66,16 @@ OCCUPYING = ("confirmed", *ATTENDANCE)
 ATTENDANCE_CHANGE_WINDOW = timedelta(days=7)
 PROVIDER_OVERLAP = "appointments_provider_no_overlap"
 PATIENT_OVERLAP = "appointments_patient_no_overlap"
-_PLACED_COLUMNS = (
-    "provider_id",
-    "patient_id",
-    "visit_type_id",
-    "start_time",
-    "end_time",
-    "busy_start",
-    "busy_end",
-    "status",
-    "expires_at",
-    "note",
-    "rescheduled_from",
-    "created_at",
-    "updated_at",
-)
 # Sent as the driver's own SQL: no SQLAlchemy statement to compile or look up.
 _QUEUE_BOOKING = (
     "SELECT queue_booking(%s::bigint, %s::bigint, %s::timestamptz, %s::text, %s::timestamptz, %s::timestamptz, "
     "%s::timestamptz, %s::timestamptz, %s::interval, %s::integer[], %s::text, %s::timestamptz, %s::timestamptz, "
     "%s::text[], %s::bigint, %s::date, %s::date)"
 )
-# A new appointment with its history and its days' version bumps, in one round trip. The
-# bump reads the insert's result, so the day rows are locked after the appointment row, as
-# everywhere; the history rows' triggers (audit before, outbox after each row) see the new
-# row and, for a move, the old one pointing to it.
-_PLACED = f"""
-    placed AS (
-        INSERT INTO appointments ({", ".join(_PLACED_COLUMNS)})
-        VALUES ({", ".join(":" + column for column in _PLACED_COLUMNS)})
-        RETURNING id
-    )"""
-_BUMPED = """
-    bumped AS (
-        INSERT INTO slot_day_versions (provider_id, day, version)
-        SELECT CAST(:provider_id AS bigint), d, 1 FROM unnest(CAST(:days AS date[])) AS d
-        WHERE EXISTS (SELECT FROM placed) ORDER BY d
-        ON CONFLICT (provider_id, day) DO UPDATE SET version = slot_day_versions.version + 1
-    )"""
-_HISTORY = """
-    INSERT INTO appointment_history
-        (appointment_id, at, from_status, to_status, actor_id, actor_role, request_id, source_ip)"""
-_BY_ACTOR = """
-    CAST(:at AS timestamptz), {from_status}, {to_status}, CAST(:actor_id AS bigint), CAST(:actor_role AS varchar),
-    CAST(:request_id AS varchar), CAST(:source_ip AS varchar)"""
-_PLACE_APPOINTMENT = text(
-    f"""
-    WITH {_PLACED}, recorded AS ({_HISTORY}
-        SELECT id, {_BY_ACTOR.format(from_status="NULL", to_status="CAST(:status AS varchar)")} FROM placed
-    ), {_BUMPED}
-    SELECT id FROM placed
-    """
-)
-# A move: also the old appointment pointing to its successor, and its history entry first.
-_MOVE_APPOINTMENT = text(
-    f"""
-    WITH {_PLACED}, moved AS (
-        UPDATE appointments SET rescheduled_to = (SELECT id FROM placed) WHERE id = CAST(:replacing AS bigint)
-        RETURNING id
-    ), recorded AS ({_HISTORY}
-        SELECT entry.appointment_id, {_BY_ACTOR.format(from_status="entry.from_status", to_status="entry.to_status")}
-        FROM placed, moved, LATERAL (VALUES
-            (1, moved.id, CAST(:status AS varchar), CAST('rescheduled' AS varchar)),
-            (2, placed.id, NULL, CAST(:status AS varchar))
-        ) AS entry(step, appointment_id, from_status, to_status)
-        ORDER BY entry.step
-    ), {_BUMPED}
-    SELECT id FROM placed
-    """
+_PLACE_APPOINTMENT = (
+    "SELECT place_appointment(%s::bigint, %s::bigint, %s::bigint, %s::timestamptz, %s::timestamptz, "
+    "%s::timestamptz, %s::timestamptz, %s::text, %s::timestamptz, %s::text, %s::bigint, %s::timestamptz, "
+    "%s::bigint, %s::text, %s::text, %s::text, %s::date[])"
 )
 
 
@@ -434,22 +376,31 @@ class BookingService:
     def _insert_placed(
         self, appointment: Appointment, days: Sequence[date], actor: User, replacing: Appointment | None
     ) -> int:
-        """Insert the appointment, its history entry by ``actor`` (for a move, first the
-        entry of ``replacing``, which now points to it) and bump its days' versions, in
-        one statement. Returns the new id."""
-        parameters = {
-            **{column: getattr(appointment, column) for column in _PLACED_COLUMNS},
-            "at": self.now,
-            "actor_id": actor.id,
-            "actor_role": actor.role,
-            "request_id": self.request_id,
-            "source_ip": request_source_ip(),  # a person's transition carries their request's address
-            "days": sorted(set(days)),
-        }
-        if replacing is None:
-            return int(self.session.execute(_PLACE_APPOINTMENT, parameters).scalar_one())
-        placed = int(self.session.execute(_MOVE_APPOINTMENT, {**parameters, "replacing": replacing.id}).scalar_one())
-        set_committed_value(replacing, "rescheduled_to", placed)
+        """One call of `place_appointment` (migration 0010): the appointment, its history
+        entry by ``actor`` (for a move, first the entry of ``replacing``, which now points
+        to it) and its days' version bumps. Returns the new id."""
+        arguments = (
+            appointment.provider_id,
+            appointment.patient_id,
+            appointment.visit_type_id,
+            appointment.start_time,
+            appointment.end_time,
+            appointment.busy_start,
+            appointment.busy_end,
+            appointment.status,
+            appointment.expires_at,
+            appointment.note,
+            appointment.rescheduled_from,
+            self.now,
+            actor.id,
+            actor.role,
+            self.request_id,
+            request_source_ip(),  # a person's transition carries their request's address
+            sorted(set(days)),
+        )
+        placed = int(self.session.connection().exec_driver_sql(_PLACE_APPOINTMENT, arguments).scalar_one())
+        if replacing is not None:
+            set_committed_value(replacing, "rescheduled_to", placed)
         return placed
 
     def _queue(
