@@ -54,18 +54,9 @@ LEASE = timedelta(seconds=60)
 MAIL_RETRY = timedelta(minutes=5)
 MAIL_MAX_ATTEMPTS = 10
 PURGE_BATCH = 5000
-# The oldest unpublished events no other publisher holds, marked published in the same
-# statement (uncommitted until their send succeeds).
-_CLAIM_UNPUBLISHED = text(
-    """
-    UPDATE outbox_events SET published_at = :now
-    WHERE id IN (
-        SELECT id FROM outbox_events WHERE published_at IS NULL
-        ORDER BY position LIMIT :batch FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id, type, occurred_at, sequence, data, position
-    """
-)
+# Functions of migration 0011 (plans kept per connection), sent as the driver's own SQL.
+_CLAIM_UNPUBLISHED = "SELECT * FROM claim_unpublished(%s::integer, %s::timestamptz)"
+_FAN_OUT_EVENT = "SELECT fan_out_event(%s::uuid, %s::text, %s::jsonb, %s::timestamptz, %s::bigint)"
 
 
 @dataclass
@@ -102,12 +93,11 @@ class EventUseCases:
         total = 0
         while True:
             with self._resources.unit_of_work() as session:
-                # Claimed and marked in one statement; the mark commits only with the
-                # send, and events the sink refused are unmarked again.
-                rows = sorted(
-                    session.execute(_CLAIM_UNPUBLISHED, {"batch": batch, "now": self._resources.now()}).all(),
-                    key=lambda row: row.position,
-                )
+                # The oldest unpublished events no other publisher holds, claimed and marked
+                # in one statement; the mark commits only with the send, and events the sink
+                # refused are unmarked again.
+                claimed = session.connection().exec_driver_sql(_CLAIM_UNPUBLISHED, (batch, self._resources.now()))
+                rows = sorted(claimed.all(), key=lambda row: row.position)
                 if not rows:
                     return total
                 events = [event_document(str(r.id), r.type, r.occurred_at, r.sequence, r.data) for r in rows]
@@ -149,26 +139,11 @@ class EventUseCases:
             self._notify(session, event, appointment, now)
 
     def _fan_out_to_webhooks(self, session: Session, event: Event, now: datetime) -> None:
-        session.execute(
-            text(
-                """
-                INSERT INTO webhook_deliveries
-                    (webhook_id, event_id, event_type, payload, next_attempt_at, created_at, updated_at)
-                SELECT w.id, CAST(:event_id AS uuid), :type, CAST(:payload AS jsonb), :now, :now, :now
-                FROM webhooks w JOIN users u ON u.id = w.owner_id
-                WHERE w.active AND (:type = ANY(w.events) OR '*' = ANY(w.events))
-                  AND (u.role = 'admin' OR (u.role = 'provider' AND w.owner_id = :provider_id))
-                ON CONFLICT (webhook_id, event_id) DO NOTHING
-                """
-            ),
-            {
-                "event_id": str(event["id"]),
-                "type": event["type"],
-                "payload": json.dumps(webhook_payload(event)),
-                "now": now,
-                "provider_id": provider_of(event),
-            },
-        )
+        """A delivery per active webhook subscribed to the event's type (or to '*') whose
+        owner may see it: an admin's, or the event's provider's own."""
+        payload = json.dumps(webhook_payload(event))
+        arguments = (str(event["id"]), event["type"], payload, now, provider_of(event))
+        session.connection().exec_driver_sql(_FAN_OUT_EVENT, arguments)
 
     def _notify(self, session: Session, event: Event, appointment: Mapping[str, Any], now: datetime) -> None:
         kind = str(event["type"]).removeprefix("appointment.")
