@@ -116,6 +116,16 @@ def test_the_api_role_can_read_and_write_rows_but_not_change_the_schema(
             assert INSUFFICIENT_PRIVILEGE in refused(api, statement), statement
         with api.connect() as connection:  # read-only on Alembic's table
             assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        with api.connect() as connection:  # the hot paths' functions run with the role's own rights
+            for call in (
+                "SELECT listing_context(NULL, NULL, NULL, 0, NULL, current_date, current_date)",
+                "SELECT reservation_context(0, 0, 'patient', 0, NULL)",
+                "SELECT move_context(0, 0, 'patient', 0, NULL)",
+                "SELECT count(*) FROM claim_unpublished(1, now())",
+                "SELECT fan_out_event(gen_random_uuid(), 't', '{}', now(), NULL)",
+            ):
+                connection.execute(text(call))
+            connection.rollback()
     finally:
         api.dispose()
 
