@@ -264,9 +264,8 @@ class RecordingSink:
         return {str(e["id"]) for e in events}
 
 
-def test_a_publisher_killed_between_sending_and_marking_loses_nothing(hub: Hub) -> None:
-    from reservations.usecases.events import EventUseCases
-
+def unpublished_reservations(hub: Hub) -> list[str]:
+    """Three reservations whose events nobody publishes after commit: the outbox's ids."""
     hub.container.configure(publish_after_commit=False)
     for module in hub.modules:
         module.container.configure(publish_after_commit=False)
@@ -278,7 +277,13 @@ def test_a_publisher_killed_between_sending_and_marking_loses_nothing(hub: Hub) 
             provider_id=provider.id,
             start_time=(START + timedelta(minutes=15 * index)).isoformat(),
         )
-    committed = [str(e.id) for e in hub.outbox()]
+    return [str(e.id) for e in hub.outbox()]
+
+
+def test_a_publisher_killed_between_sending_and_marking_loses_nothing(hub: Hub) -> None:
+    from reservations.usecases.events import EventUseCases
+
+    committed = unpublished_reservations(hub)
 
     dying = DyingSink()
     with pytest.raises(Killed):
@@ -308,18 +313,7 @@ class PickySink(RecordingSink):
 def test_an_event_the_bus_refuses_stays_unpublished_and_goes_in_the_next_pass(hub: Hub) -> None:
     from reservations.usecases.events import EventUseCases
 
-    hub.container.configure(publish_after_commit=False)
-    for module in hub.modules:
-        module.container.configure(publish_after_commit=False)
-    provider = hub.provider()
-    for index in range(3):
-        hub.act(
-            "reserve",
-            hub.patient(),
-            provider_id=provider.id,
-            start_time=(START + timedelta(minutes=15 * index)).isoformat(),
-        )
-    committed = [str(e.id) for e in hub.outbox()]
+    committed = unpublished_reservations(hub)
 
     picky = PickySink({committed[1]})
     publisher = EventUseCases(hub.container, sink=picky, transport=hub.container.webhook_transport)
