@@ -44,7 +44,6 @@ from reservations.domain.scheduling import (
     EARLIEST_DATE,
     LATEST_DATE,
     ProviderSchedule,
-    ReservationContext,
     availability_from_json,
     bump_slot_days,
     days_spanned,
@@ -77,6 +76,51 @@ _PLACE_APPOINTMENT = (
     "%s::timestamptz, %s::timestamptz, %s::text, %s::timestamptz, %s::text, %s::bigint, %s::timestamptz, "
     "%s::bigint, %s::text, %s::text, %s::text, %s::date[])"
 )
+
+
+@dataclass(frozen=True)
+class ReservationContext:
+    """A patient's reservation's first read: the patient (its row locked), the provider
+    (FOR SHARE) and the visit type, either None where none was found."""
+
+    patient: User
+    provider: User | None
+    visit_type: VisitType | None
+    provider_id: int
+    visit_type_id: int | None
+
+    def provider_and_visit_type(self) -> tuple[User, VisitType]:
+        """What `ProviderSchedule.provider_and_visit_type` answers, with its errors."""
+        if self.provider is None:
+            raise no_such_provider(self.provider_id)
+        if self.visit_type is None:
+            raise no_such_visit_type(self.provider_id, self.visit_type_id)
+        return self.provider, self.visit_type
+
+
+_RESERVATION_CONTEXT = "SELECT reservation_context(%s::bigint, %s::integer, %s::text, %s::bigint, %s::bigint)"
+
+
+def reservation_context(
+    session: Session, caller: AccessClaims, provider_id: int, visit_type_id: int | None
+) -> ReservationContext:
+    """One call of the database's `reservation_context` function (migration 0010): the
+    caller's row, locked FOR NO KEY UPDATE (one patient's bookings run one at a time),
+    then the provider's FOR SHARE and the visit type (its default when none is named).
+    Raises as `current_user` would; the provider's and visit type's errors are raised
+    where the booking reads them (`ReservationContext.provider_and_visit_type`)."""
+    arguments = (caller.user_id, caller.token_version, caller.role, provider_id, visit_type_id)
+    found = session.connection().exec_driver_sql(_RESERVATION_CONTEXT, arguments).scalar_one()
+    if found["caller"] is None:
+        raise Unauthenticated("token has been revoked", code="token_revoked")
+    provider, visit_type = found["provider"], found["visit_type"]
+    return ReservationContext(
+        patient=detached(User, found["caller"]),
+        provider=detached(User, provider) if provider is not None else None,
+        visit_type=detached(VisitType, visit_type) if visit_type is not None else None,
+        provider_id=provider_id,
+        visit_type_id=visit_type_id,
+    )
 
 
 @dataclass(frozen=True)

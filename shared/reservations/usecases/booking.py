@@ -20,12 +20,13 @@ from reservations.domain.booking import (
     IdempotencyStore,
     MoveContext,
     Replayable,
+    ReservationContext,
     appointment_view,
     move_context,
     request_fingerprint,
+    reservation_context,
 )
 from reservations.domain.errors import Conflict
-from reservations.domain.scheduling import ReservationContext, reservation_context
 from reservations.usecases import Resources
 
 Action = Callable[[BookingService, User], Appointment]
