@@ -7,6 +7,7 @@ A database of the module's own: the publisher and the dispatch pass work on whol
 from __future__ import annotations
 
 import email
+import email.utils
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -559,6 +560,17 @@ def test_a_patient_who_turned_notifications_off_gets_no_mail(hub: Hub) -> None:
     hub.dispatch()
     assert hub.mail(patient.email) == []
     assert len(hub.mail(provider.email)) == 1
+
+
+def test_an_appointment_mail_sent_later_is_dated_when_it_was_queued(hub: Hub) -> None:
+    provider, patient = hub.provider(), hub.patient()
+    hub.book(patient, provider)
+    booked_at = hub.clock()
+    hub.clock.advance(minutes=7)  # the pass that sends it runs later: its schedule, or a retry
+    hub.dispatch()
+    [confirmation] = hub.mail(patient.email)
+    assert email.utils.parsedate_to_datetime(str(confirmation["Date"])) == booked_at
+    assert event_of(ics_of(confirmation)).decoded("DTSTAMP") == booked_at
 
 
 def test_a_reminder_is_sent_exactly_once_by_concurrent_passes_and_never_when_cancelled(hub: Hub) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -20,10 +21,13 @@ from moto.ses.models import ses_backends
 
 from reservations.adapters.mail import Attachment, FileMailer, LogMailer, SesMailer, compose
 from reservations.domain.notifications import (
+    KINDS,
     AppointmentNotice,
     FeedEntry,
     Party,
     calendar_feed,
+    notice_document,
+    notice_from_document,
     render_appointment_notice,
     webhook_disabled_notice,
 )
@@ -93,6 +97,26 @@ def rendered(kind: str, appointment: Mapping[str, Any] | None = None, **fields: 
 
 
 # --- appointment mails -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_notice_queued_as_json_renders_the_message_it_would_have_rendered(kind: str) -> None:
+    original = notice(
+        kind,
+        view(start=datetime(2026, 12, 10, 14, 0, tzinfo=UTC), cancelled_by="provider", cancellation_reason="Ill"),
+        previous=view(9, start="2026-12-09T15:00:00+00:00"),
+        ics_sequence=2,
+        hours_before=24,
+    )
+    queued = notice_from_document(json.loads(json.dumps(notice_document(original))))
+
+    def seen(message: EmailMessage) -> tuple[str, ...]:
+        part, _ = invite_of(message)
+        return (str(message["Subject"]), str(message["To"]), str(message["Date"]), body_of(message), part.get_content())
+
+    first, again = (reparse(render_appointment_notice(n, sender=SENDER, stamp=STAMP)) for n in (original, queued))
+    assert seen(again) == seen(first)
+    assert kind != "rescheduled" or "Previous time: Wed 9 Dec 2026, 10:00 to 10:30 EST" in body_of(again)
 
 
 def test_confirmation_shows_the_patients_local_time_and_invites_in_utc() -> None:

@@ -413,14 +413,16 @@ class WebhookDelivery(Base):
 
 
 class OutgoingMail(Base):
-    """A rendered message (RFC 5322 bytes) waiting for the dispatch pass to send it."""
+    """A message waiting for the dispatch pass to send it: rendered (RFC 5322 bytes), or
+    an appointment notice (JSON) rendered just before it is sent."""
 
     __tablename__ = "outgoing_mail"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    message: Mapped[bytes] = mapped_column(LargeBinary)
+    message: Mapped[bytes | None] = mapped_column(LargeBinary)
+    notice: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(String(300))

@@ -3,6 +3,7 @@ payload, and the retry schedule of webhook deliveries. Pure: no I/O."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -100,6 +101,18 @@ def record_event(
     """An event in the outbox, committed (or rolled back) with the change it describes.
     Appointment transitions need no call: a trigger on their history writes them."""
     session.add(OutboxEvent(type=event_type, occurred_at=occurred_at, data=dict(data), provider_id=provider_id))
+
+
+def enqueue_notice(session: Session, *, key: str, user_id: int, notice: Mapping[str, Any], now: datetime) -> None:
+    """An appointment notice (``notice_document``) for the dispatch pass to render and send,
+    committed with the change that caused it; ``key`` makes a second enqueue a no-op."""
+    session.execute(
+        text(
+            "INSERT INTO outgoing_mail (dedupe_key, user_id, notice, created_at, next_attempt_at) "
+            "VALUES (:key, :user_id, CAST(:notice AS jsonb), :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
+        ),
+        {"key": key[:200], "user_id": user_id, "notice": json.dumps(notice), "now": now},
+    )
 
 
 def enqueue_mail(session: Session, *, key: str, user_id: int | None, message: EmailMessage, now: datetime) -> None:

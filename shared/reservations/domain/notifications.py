@@ -8,7 +8,7 @@ update or remove the one event instead of piling up copies."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -48,6 +48,31 @@ class AppointmentNotice:
     lineage_uid: str = ""  # iCalendar UID, stable across a reschedule chain
     ics_sequence: int = 0  # iCalendar SEQUENCE, rising with each change of the lineage
     hours_before: int | None = None  # for "reminder"
+
+
+def notice_document(notice: AppointmentNotice) -> dict[str, Any]:
+    """The notice as JSON-ready data, queued in place of the message it renders to (see
+    ``notice_from_document``); datetimes in the appointment views become ISO-8601 strings."""
+    document = asdict(notice)
+    document["appointment"] = _json_ready(notice.appointment)
+    document["previous"] = None if notice.previous is None else _json_ready(notice.previous)
+    return document
+
+
+def notice_from_document(document: Mapping[str, Any]) -> AppointmentNotice:
+    """The notice ``notice_document`` wrote; a key it does not know is refused."""
+    fields = dict(document)
+    return AppointmentNotice(
+        **{
+            **fields,
+            "recipient": Party(**fields["recipient"]),
+            "other_party": Party(**fields["other_party"]),
+        }
+    )
+
+
+def _json_ready(view: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in view.items()}
 
 
 @dataclass(frozen=True)

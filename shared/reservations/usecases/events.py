@@ -25,6 +25,7 @@ from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.domain.events import (
     DISABLE_AFTER,
     enqueue_mail,
+    enqueue_notice,
     event_document,
     next_attempt_after,
     provider_of,
@@ -33,6 +34,8 @@ from reservations.domain.events import (
 from reservations.domain.notifications import (
     AppointmentNotice,
     Party,
+    notice_document,
+    notice_from_document,
     render_appointment_notice,
     webhook_disabled_notice,
 )
@@ -244,8 +247,11 @@ class EventUseCases:
     def _queue(self, session: Session, key: str, recipient: User, notice: AppointmentNotice | None) -> None:
         if notice is None or not recipient.notify_email:
             return
-        message = render_appointment_notice(notice, sender=self._sender)
-        self.queue_message(session, key, recipient.id, message)
+        # Rendered by the dispatch pass just before sending: composing the message and its
+        # invitation was most of a confirmation's time here.
+        enqueue_notice(
+            session, key=key, user_id=recipient.id, notice=notice_document(notice), now=self._resources.now()
+        )
 
     def queue_message(self, session: Session, key: str, user_id: int | None, message: EmailMessage) -> None:
         enqueue_mail(session, key=key, user_id=user_id, message=message, now=self._resources.now())
@@ -431,23 +437,19 @@ class EventUseCases:
                             SELECT id FROM outgoing_mail
                             WHERE sent_at IS NULL AND next_attempt_at <= :now AND attempts < :max_attempts
                             ORDER BY next_attempt_at, id LIMIT :batch FOR UPDATE SKIP LOCKED)
-                        RETURNING id, message
+                        RETURNING id, message, notice, created_at
                         """
                     ),
                     {"now": now, "lease_until": now + LEASE, "batch": batch, "max_attempts": MAIL_MAX_ATTEMPTS},
                 ).all()
-            for mail_id, raw in sorted(claimed):  # in the order they were queued
-                sent += self._send_one(int(mail_id), bytes(raw))
+            for mail_id, raw, notice, created_at in sorted(claimed):  # in the order they were queued
+                sent += self._send_one(int(mail_id), raw, notice, created_at)
             if len(claimed) < batch:
                 return sent
 
-    def _send_one(self, mail_id: int, raw: bytes) -> int:
-        from email import message_from_bytes, policy
-
-        message = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(message, EmailMessage)
+    def _send_one(self, mail_id: int, raw: bytes | None, notice: Mapping[str, Any] | None, created_at: datetime) -> int:
         try:
-            self._resources.mailer.send_message(message)
+            self._resources.mailer.send_message(self._message_of(raw, notice, created_at))
         except Exception as error:
             logger.warning("mail %s not sent (%s); retrying later", mail_id, type(error).__name__)
             with self._resources.unit_of_work() as session:
@@ -459,10 +461,24 @@ class EventUseCases:
         with self._resources.unit_of_work() as session:
             session.execute(
                 # A sent message keeps no body: reset tokens and personal data leave the table.
-                text("UPDATE outgoing_mail SET sent_at = :now, last_error = NULL, message = '' WHERE id = :id"),
+                text(
+                    "UPDATE outgoing_mail SET sent_at = :now, last_error = NULL, message = '', notice = NULL "
+                    "WHERE id = :id"
+                ),
                 {"now": self._resources.now(), "id": mail_id},
             )
         return 1
+
+    def _message_of(self, raw: bytes | None, notice: Mapping[str, Any] | None, created_at: datetime) -> EmailMessage:
+        """A queued notice rendered as of its queueing (Date and DTSTAMP), or the message
+        queued already rendered."""
+        if notice is not None:
+            return render_appointment_notice(notice_from_document(notice), sender=self._sender, stamp=created_at)
+        from email import message_from_bytes, policy
+
+        message = message_from_bytes(bytes(raw or b""), policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
 
     # --- the pass ------------------------------------------------------------------------
 
