@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -103,15 +103,23 @@ def record_event(
     session.add(OutboxEvent(type=event_type, occurred_at=occurred_at, data=dict(data), provider_id=provider_id))
 
 
-def enqueue_notice(session: Session, *, key: str, user_id: int, notice: Mapping[str, Any], now: datetime) -> None:
-    """An appointment notice (``notice_document``) for the dispatch pass to render and send,
-    committed with the change that caused it; ``key`` makes a second enqueue a no-op."""
+def enqueue_notices(session: Session, notices: Sequence[tuple[str, int, Mapping[str, Any]]], *, now: datetime) -> None:
+    """Appointment notices (key, recipient id, ``notice_document``) for the dispatch pass to
+    render and send, committed with the change that caused them, in one statement; a key
+    already queued makes its notice a no-op."""
     session.execute(
         text(
             "INSERT INTO outgoing_mail (dedupe_key, user_id, notice, created_at, next_attempt_at) "
-            "VALUES (:key, :user_id, CAST(:notice AS jsonb), :now, :now) ON CONFLICT (dedupe_key) DO NOTHING"
+            "SELECT key, user_id, CAST(notice AS jsonb), :now, :now "
+            "FROM unnest(CAST(:keys AS text[]), CAST(:users AS bigint[]), CAST(:notices AS text[])) "
+            "AS queued(key, user_id, notice) ON CONFLICT (dedupe_key) DO NOTHING"
         ),
-        {"key": key[:200], "user_id": user_id, "notice": json.dumps(notice), "now": now},
+        {
+            "keys": [key[:200] for key, _, _ in notices],
+            "users": [user_id for _, user_id, _ in notices],
+            "notices": [json.dumps(notice) for _, _, notice in notices],
+            "now": now,
+        },
     )
 
 

@@ -25,7 +25,7 @@ from reservations.adapters.db import User, Webhook, WebhookDelivery
 from reservations.domain.events import (
     DISABLE_AFTER,
     enqueue_mail,
-    enqueue_notice,
+    enqueue_notices,
     event_document,
     next_attempt_after,
     provider_of,
@@ -183,16 +183,22 @@ class EventUseCases:
             )
 
         if kind == "confirmed":
-            self._queue(session, f"{event['id']}:confirmed", patient, notice("confirmed", patient, provider, depth))
-            self._queue(session, f"{event['id']}:provider", provider, notice("provider_booked", provider, patient, 0))
+            self._queue(
+                session,
+                (f"{event['id']}:confirmed", patient, notice("confirmed", patient, provider, depth)),
+                (f"{event['id']}:provider", provider, notice("provider_booked", provider, patient, 0)),
+            )
             self._schedule_reminders(session, appointment, event)
         elif kind == "rescheduled" and appointment["status"] == "confirmed":
-            self._queue(session, f"{event['id']}:rescheduled", patient, notice("rescheduled", patient, provider, depth))
+            self._queue(
+                session, (f"{event['id']}:rescheduled", patient, notice("rescheduled", patient, provider, depth))
+            )
             self._schedule_reminders(session, appointment, event)
         elif was_confirmed:
-            self._queue(session, f"{event['id']}:cancelled", patient, notice("cancelled", patient, provider, depth + 1))
             self._queue(
-                session, f"{event['id']}:provider", provider, notice("provider_cancelled", provider, patient, 0)
+                session,
+                (f"{event['id']}:cancelled", patient, notice("cancelled", patient, provider, depth + 1)),
+                (f"{event['id']}:provider", provider, notice("provider_cancelled", provider, patient, 0)),
             )
 
     @staticmethod
@@ -233,25 +239,26 @@ class EventUseCases:
         (a booking made 3 hours ahead gets no 24-hour reminder, rather than one at once)."""
         start = _parse_time(appointment["start_time"])
         occurred = _parse_time(event["occurred_at"])
-        for hours in self._settings.reminder_hours:
-            due = start - timedelta(hours=hours)
-            if due > occurred:
-                session.execute(
-                    text(
-                        "INSERT INTO reminders (appointment_id, hours_before, due_at) VALUES (:id, :hours, :due) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    {"id": int(appointment["id"]), "hours": hours, "due": due},
-                )
+        offsets = [hours for hours in self._settings.reminder_hours if start - timedelta(hours=hours) > occurred]
+        if offsets:
+            session.execute(
+                text(
+                    "INSERT INTO reminders (appointment_id, hours_before, due_at) "
+                    "SELECT :id, hours, CAST(:start AS timestamptz) - make_interval(hours => hours) "
+                    "FROM unnest(CAST(:offsets AS integer[])) AS hours ON CONFLICT DO NOTHING"
+                ),
+                {"id": int(appointment["id"]), "start": start, "offsets": offsets},
+            )
 
-    def _queue(self, session: Session, key: str, recipient: User, notice: AppointmentNotice | None) -> None:
-        if notice is None or not recipient.notify_email:
-            return
-        # Rendered by the dispatch pass just before sending: composing the message and its
-        # invitation was most of a confirmation's time here.
-        enqueue_notice(
-            session, key=key, user_id=recipient.id, notice=notice_document(notice), now=self._resources.now()
-        )
+    def _queue(self, session: Session, *notices: tuple[str, User, AppointmentNotice]) -> None:
+        """Queue each (key, recipient, notice) whose recipient takes e-mail, in one statement."""
+        wanted = [
+            (key, recipient.id, notice_document(notice)) for key, recipient, notice in notices if recipient.notify_email
+        ]
+        if wanted:
+            # Rendered by the dispatch pass just before sending: composing the message and its
+            # invitation was most of a confirmation's time here.
+            enqueue_notices(session, wanted, now=self._resources.now())
 
     def queue_message(self, session: Session, key: str, user_id: int | None, message: EmailMessage) -> None:
         enqueue_mail(session, key=key, user_id=user_id, message=message, now=self._resources.now())
@@ -310,7 +317,7 @@ class EventUseCases:
             ics_sequence=depth,
             hours_before=hours,
         )
-        self._queue(session, f"reminder:{appointment_id}:{hours}", patient, notice)
+        self._queue(session, (f"reminder:{appointment_id}:{hours}", patient, notice))
 
     # --- webhook deliveries --------------------------------------------------------------
 
