@@ -29,6 +29,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from reservations.domain.providers import SPARSE_MATCHES
+
 from .booking_world import (
     LIST_FIRST,
     NOW,
@@ -470,7 +472,10 @@ def directory_tables(directory: Directory) -> list[Table]:
         "Directory goal",
         ["goal", "measured", "met"],
         goal_rows,
-        f"The goal is stated for q=<prefix>; q={Q_PREFIX} is a common prefix, q={RARE_PREFIX} a rare one.",
+        f"The goal is stated for q=<prefix>; q={Q_PREFIX} is a common prefix, q={RARE_PREFIX} a rare one. A prefix "
+        f"with at most {SPARSE_MATCHES:,} matches has them read from the full-text index and sorted, a denser one "
+        f"walks the primary key in order (one statement, both under one-time filters): at {count(LARGE)} "
+        f"q={Q_PREFIX} (1/{len(SURNAMES.split())} of them) takes the walk, every other case the sort.",
     )
     fenced = "\n\n".join(
         f"{plan.query}, parameters {tuple(plan.parameters or ())}:\n\n```\n{plan.sql}\n\n{plan.text}\n```"

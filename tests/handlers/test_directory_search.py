@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reservations.domain import providers
 from tests.world import WEEKDAYS_8_TO_4, World, add_visit_type, named_provider, patch_profile
 
 TWO_DAYS = {"start_date": "2027-01-06", "end_date": "2027-01-07"}
@@ -104,6 +105,19 @@ def test_q_matches_the_start_of_any_word_of_the_name_or_specialty(world: World) 
     ]:
         assert found(world, patient, q=q) & ours == expected, q
     assert found(world, patient, q="???") == set()  # no word at all
+
+
+def test_a_prefix_with_few_matches_and_one_with_many_page_alike(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Few matches are sorted from the full-text index, many walk the primary key in order.
+    tag, patient = word(), world.user("patient")
+    # The third is a cardiologist: a page that dropped the specialty would show it.
+    made = [named_provider(world, f"Dr {tag} {n}", specialty="Cardiology" if n == 2 else "Skin") for n in range(6)]
+    skin = [provider["id"] for n, provider in enumerate(made) if n != 2]
+    query = {"q": tag, "specialty": "skin", "limit": 2}
+    few = [item["id"] for item in all_pages(world, patient, **query)]
+    monkeypatch.setattr(providers, "SPARSE_MATCHES", 1)  # every prefix is a dense one now
+    many = [item["id"] for item in all_pages(world, patient, **query)]
+    assert few == many == skin
 
 
 def test_specialty_matches_the_whole_specialty_in_any_case(world: World) -> None:

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnClause, ColumnElement, func, literal_column, select
+from sqlalchemy import ColumnClause, ColumnElement, Select, func, literal_column, select, union_all
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from reservations.adapters.db import User, VisitType, sqlstate
 from reservations.domain.accounts import ERASED_PASSWORD_HASH, validate_timezone
@@ -23,6 +23,10 @@ SEARCH_DOCUMENT: ColumnClause[Any] = literal_column(
     "to_tsvector('simple', coalesce(users.name, '') || ' ' || coalesce(users.specialty, ''))"
 )
 _WORD = re.compile(r"\w+")
+# A word prefix matching at most this many providers is a sparse one: its matches are read
+# from the full-text index and sorted; a denser one walks the primary key in order, which
+# meets a page of matches soon (see ProviderDirectory.search).
+SPARSE_MATCHES = 1000
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,26 @@ def search_query(q: str) -> str | None:
 
 
 NUL = "\x00"
+
+
+def _first_matches(conditions: Sequence[ColumnElement[bool]], count: int) -> Select[User]:
+    """The first ``count`` providers in id order meeting ``conditions``, one of them a
+    full-text match. Postgres cannot estimate a prefix query's selectivity (it assumes 2 %
+    of the table), so it picks one plan for every prefix: walking the primary key in order
+    and testing each row reads the whole table for a rare prefix ("zol": 10 of 100,000),
+    while sorting every match from the index reads thousands of rows for a common one
+    ("a"). One statement does both, each under a one-time filter: at most SPARSE_MATCHES
+    matches (read from the index, stopping after one more) are sorted, more mean a dense
+    prefix whose first page lies early on the primary key."""
+    matches = select(User.id).where(*conditions).limit(SPARSE_MATCHES + 1).cte("matches").prefix_with("MATERIALIZED")
+    found = select(func.count()).select_from(matches).scalar_subquery()
+    sparse = select(matches.c.id).where(found <= SPARSE_MATCHES).order_by(matches.c.id).limit(count)
+    dense = select(User.id).where(found > SPARSE_MATCHES, *conditions).order_by(User.id).limit(count)
+    page = union_all(sparse, dense).subquery("page")
+    # Another name for the rows read, so the subqueries' `users` (which the index
+    # expression names) stays their own table rather than this one.
+    listed = aliased(User, name="listed")
+    return select(listed).where(listed.id.in_(select(page.c.id))).order_by(listed.id)
 
 
 class ProviderDirectory:
@@ -173,25 +197,19 @@ class ProviderDirectory:
             User.id > after,
             User.password_hash != ERASED_PASSWORD_HASH,
         ]
-        if q is not None:
-            query_text = search_query(q)
-            if query_text is None:
-                return DirectoryPage([], None)
-            # The matches first, from the full-text index, then ordered: Postgres cannot
-            # estimate a prefix query's selectivity and would otherwise walk the primary
-            # key filtering every row, which reads the whole table for a rare prefix.
-            matches = (
-                select(User.id)
-                .where(User.role == "provider", SEARCH_DOCUMENT.bool_op("@@")(func.to_tsquery("simple", query_text)))
-                .cte("matches")
-                .prefix_with("MATERIALIZED")
-            )
-            conditions.append(User.id.in_(select(matches.c.id)))
         if specialty is not None:
             if NUL in specialty:  # no stored text holds one (Postgres refuses it): nothing matches
                 return DirectoryPage([], None)
             conditions.append(func.lower(User.specialty) == specialty.lower())
-        rows = list(self.session.scalars(select(User).where(*conditions).order_by(User.id).limit(limit + 1)))
+        if q is None:
+            statement = select(User).where(*conditions).order_by(User.id).limit(limit + 1)
+        else:
+            query_text = search_query(q)
+            if query_text is None:
+                return DirectoryPage([], None)
+            conditions.append(SEARCH_DOCUMENT.bool_op("@@")(func.to_tsquery("simple", query_text)))
+            statement = _first_matches(conditions, limit + 1)
+        rows = list(self.session.scalars(statement))
         page, more = rows[:limit], len(rows) > limit
         types = self.visit_types([provider.id for provider in page])
         return DirectoryPage([(provider, types[provider.id]) for provider in page], str(page[-1].id) if more else None)
