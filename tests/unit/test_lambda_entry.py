@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from aws_lambda_powertools import Tracer
 
 from reservations.config import load_settings
-from reservations.http.lambda_entry import NoTracer, powertools, tracing_enabled
+from reservations.http.lambda_entry import NoTracer, make_lambda_handler, powertools, tracing_enabled
 
 
 @pytest.mark.parametrize(
@@ -59,3 +60,14 @@ def test_the_x_ray_sdk_is_not_imported_while_tracing_is_off() -> None:
     env = {"POWERTOOLS_TRACE_DISABLED": "1", "LAMBDA_TASK_ROOT": "/var/task", "AWS_REGION": "us-east-1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_what_the_init_made_is_left_out_of_full_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import FastAPI
+
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    app = FastAPI()
+    made_at_init = [app]  # a list: tracked by the cyclic collector until frozen
+    assert any(tracked is made_at_init for tracked in gc.get_objects())
+    make_lambda_handler(app, load_settings())
+    assert not any(tracked is made_at_init for tracked in gc.get_objects())  # in the permanent generation

@@ -3,6 +3,7 @@ Gateway correlation id, metrics with cold-start capture, tracer)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -111,4 +112,9 @@ def make_lambda_handler(app: FastAPI, settings: Settings | None = None) -> Lambd
         return response
 
     wrapped: LambdaHandler = handler
+    # Called last in every function's init: what the init made (modules, the app, the
+    # container) lives as long as the container. Out of the cyclic collector's reach, it is
+    # no longer walked by full collections, which took 80-100 ms here every few thousand
+    # requests, on whichever request they fell (reference counting still frees it).
+    gc.freeze()
     return wrapped
