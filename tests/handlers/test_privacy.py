@@ -16,7 +16,7 @@ from reservations.config import Settings
 from reservations.domain.privacy import ERASED_NAME
 from tests.builders import PASSWORD, create_admin, empty_tables, http_login, http_register, private_database
 from tests.support import FunctionClient, load_function
-from tests.world import WEEKDAYS_8_TO_4, World, container_of, named_provider
+from tests.world import WEEKDAYS_8_TO_4, World, container_of, follow, named_provider
 
 WED_9 = "2027-01-06T09:00:00Z"
 WED_10 = "2027-01-06T10:00:00Z"
@@ -109,6 +109,36 @@ def test_a_provider_exports_bookings_as_provider_without_patients_names(world: W
     raw = json.dumps(document).lower()
     for foreign in (patient["name"], patient["email"], other["name"], other["email"]):
         assert foreign.lower() not in raw
+
+
+def test_a_providers_export_holds_dated_hours_and_webhooks_without_secrets(world: World, clinic: Any) -> None:
+    provider, _, _ = clinic
+    dated = {
+        "exceptions": [{"date": "2027-01-07", "times": []}],
+        "manual_appointment_slots": [{"date": "2027-01-09", "times": [{"start": "9am", "end": "11am"}]}],
+    }
+    world.post_availability(provider, {**WEEKDAYS_8_TO_4, **dated})
+    integrations = FunctionClient(load_function("integrations"))
+    try:
+        follow(container_of(integrations), container_of(world.auth), webhook_allow_private=True)
+        hook = integrations.post(
+            "/webhooks", json_body={"url": "http://127.0.0.1:9/hook", "events": ["*"]}, token=provider["token"]
+        )
+        assert hook.status == 201, hook.body
+    finally:
+        integrations.close()
+    response = export_of(world, provider)
+    assert response.status == 200, response.body
+    document = response.body
+    assert [(d["day"], d["kind"], d["windows"]) for d in document["availability"]["days"]] == [
+        ("2027-01-07", "exception", []),
+        ("2027-01-09", "manual", [{"start": "09:00", "end": "11:00"}]),
+    ]
+    [period] = document["availability"]["periods"]
+    assert period["windows"] == [{"days": [0, 1, 2, 3, 4], "start": "08:00", "end": "16:00"}]
+    [webhook] = document["webhooks"]
+    assert (webhook["id"], webhook["url"]) == (hook.body["id"], "http://127.0.0.1:9/hook")
+    assert hook.body["secret"] not in json.dumps(document)
 
 
 def test_admins_export_anyone_and_others_get_404(world: World, clinic: Any) -> None:
