@@ -229,7 +229,13 @@ def load_module(function: FunctionSpec, *, fresh: bool = False) -> types.ModuleT
 
 
 def clear_handler_cache() -> None:
-    """Forget loaded handlers (tests use it to get a fresh "cold start")."""
+    """Forget loaded handlers (tests use it to get a fresh "cold start"), and the settings
+    they were built from: the next cold start reads the environment anew, as a fresh
+    container does (a test that loaded a handler before another set DATABASE_URL would
+    otherwise hand its cached settings to every handler loaded after)."""
+    from reservations.config import settings_from_environment
+
+    settings_from_environment.cache_clear()
     with _loaded_lock:
         for name in [n for n in sys.modules if n == _PACKAGE_ROOT or n.startswith(f"{_PACKAGE_ROOT}.")]:
             del sys.modules[name]
