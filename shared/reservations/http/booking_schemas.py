@@ -22,11 +22,13 @@ from reservations.http.schemas import (
     TimeZoneName,
 )
 
-# Re-exported: the booking functions import it from here (it lives in http.schemas so that
-# functions which only bound ids do not load these models).
+# Re-exported: the booking functions import them from here (they live in http.schemas so
+# that functions which only bound ids, or export appointments, do not load these models).
 from reservations.http.schemas import MAX_ID as MAX_ID  # noqa: PLC0414
+from reservations.http.schemas import AppointmentOut as AppointmentOut  # noqa: PLC0414
+from reservations.http.schemas import AppointmentStatus as AppointmentStatus  # noqa: PLC0414
+from reservations.http.schemas import HistoryEntryOut as HistoryEntryOut  # noqa: PLC0414
 
-AppointmentStatus = Literal["reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show"]
 ProviderName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=200, pattern=STRIPPED_NAME_PATTERN)]
 VisitTypeName = Annotated[DisplayText, StringConstraints(min_length=1, max_length=80, pattern=STRIPPED_NAME_PATTERN)]
 # Shown to other people: up to 500 characters, no control characters.
@@ -151,23 +153,6 @@ class SlotOut(BaseModel):
     status: Literal["available"] = "available"
 
 
-class AppointmentOut(BaseModel):
-    id: int
-    slot_id: int
-    provider_id: int
-    patient_id: int
-    visit_type_id: int
-    start_time: dt.datetime
-    end_time: dt.datetime
-    status: AppointmentStatus
-    expires_at: dt.datetime | None
-    cancellation_reason: str | None = None
-    cancelled_by: Literal["patient", "provider", "admin", "system"] | None = None
-    rescheduled_from: int | None = None
-    rescheduled_to: int | None = None
-    note: str | None = None
-
-
 class BookedAppointmentOut(AppointmentOut):
     patient_name: str
 
@@ -195,15 +180,6 @@ class RescheduleIn(BaseModel):
 
 class AttendanceIn(BaseModel):
     status: Literal["completed", "no_show"]
-
-
-class HistoryEntryOut(BaseModel):
-    at: dt.datetime
-    from_status: AppointmentStatus | None
-    to_status: AppointmentStatus
-    actor_id: int | None
-    actor_role: Literal["patient", "provider", "admin", "system"]
-    request_id: str | None
 
 
 def appointment_out(appointment: Appointment, now: dt.datetime) -> AppointmentOut:

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reservations.http.booking_schemas import AppointmentOut, HistoryEntryOut
-from reservations.http.schemas import AuditEntryOut
+from reservations.http.schemas import AppointmentOut, AuditEntryOut, HistoryEntryOut
 
 
 class EraseRequest(BaseModel):

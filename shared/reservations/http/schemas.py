@@ -257,3 +257,34 @@ class AuditEntryOut(BaseModel):
 class AuditPageOut(BaseModel):
     items: list[AuditEntryOut]
     next_cursor: str | None
+
+
+# --- appointments (shown by the booking functions and in the data export) -----------------
+
+AppointmentStatus = Literal["reserved", "confirmed", "cancelled", "expired", "rescheduled", "completed", "no_show"]
+
+
+class AppointmentOut(BaseModel):
+    id: int
+    slot_id: int
+    provider_id: int
+    patient_id: int
+    visit_type_id: int
+    start_time: dt.datetime
+    end_time: dt.datetime
+    status: AppointmentStatus
+    expires_at: dt.datetime | None
+    cancellation_reason: str | None = None
+    cancelled_by: Literal["patient", "provider", "admin", "system"] | None = None
+    rescheduled_from: int | None = None
+    rescheduled_to: int | None = None
+    note: str | None = None
+
+
+class HistoryEntryOut(BaseModel):
+    at: dt.datetime
+    from_status: AppointmentStatus | None
+    to_status: AppointmentStatus
+    actor_id: int | None
+    actor_role: Literal["patient", "provider", "admin", "system"]
+    request_id: str | None
