@@ -1,6 +1,7 @@
-"""Shared fixtures. Postgres and Redis are real servers: the local ones by default
-(TEST_DATABASE_URL / TEST_REDIS_URL override), an embedded Postgres where none answers.
-The suite creates its own database and drops it at the end."""
+"""Shared fixtures. Postgres and Redis are real servers: the local Postgres by default
+(TEST_DATABASE_URL overrides; an embedded one where none answers), in which the suite
+creates its own database and drops it at the end, and a Redis server of the suite's own
+(TEST_REDIS_URL overrides)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.redis_server import RedisServer, suite_redis_url
 
 # Cheap password hashing and no X-Ray in tests; set before any reservations import.
 os.environ.update(
@@ -28,8 +31,8 @@ os.environ.update(
     RATE_LIMIT_PER_ACCOUNT="100000/minute",
     # Races reuse one patient over many rounds; the cap's own test sets it low.
     MAX_FUTURE_APPOINTMENTS_PER_PATIENT="1000",
-    # A Redis database of the suite's own, so tests never touch a developer's cache.
-    REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
+    # A Redis of the suite's own, so tests never touch a developer's cache or another suite's.
+    REDIS_URL=suite_redis_url(),
 )
 os.environ.pop("JWT_SECRET_ARN", None)
 os.environ.pop("EMAIL_SENDER", None)
@@ -42,7 +45,6 @@ from reservations.config import Settings, load_settings, normalise_database_url
 from reservations.domain.accounts import AccountService
 from reservations_dev import databases
 from tests.builders import NOW, Clock, account_service, empty_tables, private_database
-from tests.redis_server import RedisServer
 from tests.world import SyncWorld, World
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ restarts, and a socket that accepts connections and never answers (a hung Redis)
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -184,3 +185,17 @@ class RedisAttempts:
             return take(*args, **kwargs)
 
         pool.get_connection = counted  # type: ignore[method-assign]
+
+
+def suite_redis_url() -> str:
+    """A Redis server of the test session's own (a free port, no persistence), stopped when
+    the session ends: two suites on one machine would otherwise share keys, and as the user
+    ids of their separate databases overlap, one suite's cached day is the other's miss.
+    TEST_REDIS_URL names another; without redis-server, the shared Redis's database 13."""
+    if os.environ.get("TEST_REDIS_URL"):
+        return os.environ["TEST_REDIS_URL"]
+    if shutil.which("redis-server") is None and not os.path.exists("/usr/bin/redis-server"):
+        return "redis://127.0.0.1:6379/13"
+    server = RedisServer().start()
+    atexit.register(server.stop)
+    return server.url()
