@@ -61,14 +61,8 @@ def notice_document(notice: AppointmentNotice) -> dict[str, Any]:
 
 def notice_from_document(document: Mapping[str, Any]) -> AppointmentNotice:
     """The notice ``notice_document`` wrote; a key it does not know is refused."""
-    fields = dict(document)
-    return AppointmentNotice(
-        **{
-            **fields,
-            "recipient": Party(**fields["recipient"]),
-            "other_party": Party(**fields["other_party"]),
-        }
-    )
+    parties = {"recipient": Party(**document["recipient"]), "other_party": Party(**document["other_party"])}
+    return AppointmentNotice(**{**document, **parties})
 
 
 def _json_ready(view: Mapping[str, Any]) -> dict[str, Any]:
