@@ -47,6 +47,15 @@ TODAY = NOW.date()
 OPEN_DAYS = 120  # availability: every day 7am-7pm New York time (48 slots a day)
 LIST_FIRST = TODAY + timedelta(days=2)  # past the 24 h notice
 PASSWORD = "bench-password-1"  # noqa: S105 - throwaway accounts
+# A reservation's two writes as sent by hand: the floors of the reserve goals (issue 15).
+HOLD_EXPIRE = (
+    "UPDATE appointments SET status = 'expired', updated_at = :now WHERE provider_id = :provider "
+    "AND status = 'reserved' AND expires_at <= :now AND busy_start < :end AND busy_end > :start"
+)
+HOLD_INSERT = (
+    "INSERT INTO appointments (provider_id, patient_id, start_time, end_time, status, expires_at, created_at, "
+    "updated_at) VALUES (:provider, :patient, :start, :end, 'reserved', :expires, :now, :now) RETURNING id"
+)
 
 
 def logger(suite: str) -> Callable[[str], None]:

@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import text
 
 from .booking_world import (
+    HOLD_EXPIRE,
+    HOLD_INSERT,
     LIST_FIRST,
     NOW,
     PASSWORD,
@@ -124,22 +126,14 @@ def raw_hold_case(world: World) -> Case:
         user=url.username or "postgres", host=url.host or "127.0.0.1", port=url.port or 5432,
         database=url.database, password=url.password,
     )  # fmt: skip
-    expire = (
-        "UPDATE appointments SET status = 'expired', updated_at = :now WHERE provider_id = :provider "
-        "AND status = 'reserved' AND expires_at <= :now AND busy_start < :end AND busy_end > :start"
-    )
-    insert = (
-        "INSERT INTO appointments (provider_id, patient_id, start_time, end_time, status, expires_at, created_at, "
-        "updated_at) VALUES (:provider, :patient, :start, :end, 'reserved', :expires, :now, :now) RETURNING id"
-    )
     starts = iter(slot_sequence(2, LATENCY_RUNS + 20))
 
     def hold() -> None:
         start = next(starts)
         values = {"provider": provider, "start": start, "end": start + timedelta(minutes=15), "now": NOW}
         connection.run("BEGIN")
-        connection.run(expire, **values)
-        connection.run(insert, patient=patient, expires=NOW + timedelta(minutes=30), **values)
+        connection.run(HOLD_EXPIRE, **values)
+        connection.run(HOLD_INSERT, patient=patient, expires=NOW + timedelta(minutes=30), **values)
         connection.run("COMMIT")
 
     try:
