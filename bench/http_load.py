@@ -177,9 +177,9 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
     worker = hello_client if config["mode"] == "hello" else booking_client
     async with httpx.AsyncClient(base_url=config["base_url"], limits=limits, timeout=30.0) as client:
         request = Recorder(client)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(request, config, i, deadline) for i in range(config["clients"])))
-        return request.result(time.perf_counter() - started)
+        return {**request.result(time.perf_counter() - started), "cpu": time.process_time() - cpu}
 
 
 @contextmanager
@@ -210,10 +210,62 @@ def serving(template: Path) -> Iterator[tuple[str, list[ModuleType]]]:
         harness.clear_handler_cache()
 
 
+# Whose CPU a run counts, by the command name in /proc/<pid>/stat.
+SERVERS = {"Postgres": ("postgres",), "Redis": ("redis-server",)}
+
+
+def cpu_seconds_of(names: tuple[str, ...]) -> float:
+    """User + system CPU of every process whose command name starts with one of `names`,
+    with that of their children already gone (Postgres backends that ended)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended while we looked
+        if text[text.index("(") + 1 : text.rindex(")")].startswith(names):
+            fields = text[text.rindex(")") + 2 :].split()
+            ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds each party spent during one run."""
+
+    gateway: float  # this process: uvicorn, the event translation and every handler, under one GIL
+    client: float
+    servers: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return self.gateway + self.client + sum(self.servers.values())
+
+
+@contextmanager
+def counting_cpu() -> Iterator[dict[str, float]]:
+    """Yields a dict that holds, after the block, the CPU seconds this process and each
+    of SERVERS spent in it."""
+    spent: dict[str, float] = {}
+    before = {name: cpu_seconds_of(names) for name, names in SERVERS.items()}
+    own = time.process_time()
+    yield spent
+    spent["gateway"] = time.process_time() - own
+    spent.update({name: cpu_seconds_of(names) - before[name] for name, names in SERVERS.items()})
+
+
+def drive_and_count(config: dict[str, Any]) -> tuple[dict[str, Any], CpuUse]:
+    with counting_cpu() as spent:
+        result = http_clients(config)
+    servers = {name: spent[name] for name in SERVERS}
+    return result, CpuUse(spent["gateway"], float(result["cpu"]), servers)
+
+
 @dataclass(frozen=True)
 class LoadRun:
     name: str
     result: dict[str, Any]
+    cpu: CpuUse
     cache_failures: int = 0
 
     def all_latencies(self) -> list[float]:
@@ -239,7 +291,7 @@ def run_gateway(world: World) -> list[LoadRun]:
         log(f"hello-world function, {LOAD_CLIENTS} clients, {baseline_seconds:g} s")
         with serving(template) as (base_url, _):
             config = {"base_url": base_url, "seconds": baseline_seconds, "clients": LOAD_CLIENTS, "mode": "hello"}
-            runs.append(LoadRun("baseline: gateway + hello-world function", http_clients(config)))
+            runs.append(LoadRun("baseline: gateway + hello-world function", *drive_and_count(config)))
         log(f"template.yaml, {LOAD_CLIENTS} clients, {seconds:g} s")
         with serving(REPO / "template.yaml") as (base_url, modules):
             config = {
@@ -253,9 +305,9 @@ def run_gateway(world: World) -> list[LoadRun]:
                 "day_span": 75,
                 "seed": 6,
             }
-            result = http_clients(config)
+            result, cpu = drive_and_count(config)
             failures = sum(getattr(m.container.__dict__.get("day_store"), "failures", 0) for m in modules)
-            runs.append(LoadRun("template.yaml: list / reserve / confirm / cancel", result, failures))
+            runs.append(LoadRun("template.yaml: list / reserve / confirm / cancel", result, cpu, failures))
     for run in runs:
         for line in run.result["errors"][:5]:
             log(f"5xx in {run.name}: {line}")
@@ -325,6 +377,7 @@ def gateway_tables(runs: list[LoadRun]) -> list[Table]:
             rows,
             notes,
         ),
+        cpu_table(runs),
         table(
             "HTTP load: the load run by request type",
             ["request", "count", "p50 ms", "p99 ms", "2xx", "4xx by code", "5xx", "X-Cache"],
@@ -336,6 +389,39 @@ def gateway_tables(runs: list[LoadRun]) -> list[Table]:
             "the provider's other days stay hits, hence the many partial listings.",
         ),
     ]
+
+
+def cpu_table(runs: list[LoadRun]) -> Table:
+    """Where each run's CPU went, per answered request, and the two ceilings it implies."""
+    cores = os.cpu_count() or 1
+    rows, ceilings = [], []
+    for run in runs:
+        requests = len(run.all_latencies())
+        per = {"gateway": run.cpu.gateway, "client": run.cpu.client, **run.cpu.servers, "all": run.cpu.total}
+        gil_ceiling = requests / run.cpu.gateway if run.cpu.gateway else 0.0
+        core_ceiling = cores * requests / run.cpu.total if run.cpu.total else 0.0
+        ceilings.append((gil_ceiling, core_ceiling))
+        busy = run.cpu.total / (cores * run.result["elapsed"])
+        rows.append([run.name, *(f"{seconds / requests * 1e3:.2f}" for seconds in per.values()), f"{busy:.0%}",
+                     f"{gil_ceiling:.0f}", f"{core_ceiling:.0f}"])  # fmt: skip
+    (hello_gil, hello_cores), (load_gil, load_cores) = ceilings
+    rows.append(["the journey's ceilings against hello's", "", "", "", "", "", "",
+                 f"{load_gil / hello_gil:.0%}" if hello_gil else "-",
+                 f"{load_cores / hello_cores:.0%}" if hello_cores else "-"])  # fmt: skip
+    columns = ["run", "gateway process", "client process", *SERVERS, "all", "machine busy",
+               "gateway ceiling req/s (one GIL)", f"{cores}-core ceiling req/s"]  # fmt: skip
+    return table(
+        "HTTP load: CPU per answered request (ms)",
+        columns,
+        rows,
+        "CPU time (user + system) over each run: the gateway process's own (`time.process_time`: uvicorn, the "
+        "event translation and every function's handler, in threads under one GIL), the client process's, and "
+        "that of every Postgres and Redis server process on the machine (/proc, including backends that ended). "
+        "The gateway ceiling is the rate at which its process's CPU alone would fill one core, which the GIL "
+        f"allows at most; the {cores}-core ceiling is the rate at which all of it would fill every core. The last "
+        "row sets the journey's ceilings against the hello function's: the share of hello's requests/s the "
+        "journey could reach at this CPU per request, however the work were spread.",
+    )
 
 
 def run() -> list[Table]:
