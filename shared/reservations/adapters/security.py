@@ -130,11 +130,7 @@ class TokenCodec:
         return jwt.encode(claims, self._keys.keys[kid], algorithm=JWT_ALGORITHM, headers={"kid": kid})
 
     def decode_access(self, token: str, *, now: datetime) -> AccessClaims:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthenticated("invalid token", code="invalid_token") from None
-        key = self._keys.keys.get(str(header.get("kid")))
+        key = self._keys.keys.get(_key_id(token))
         if key is None:
             raise Unauthenticated("token signed with an unknown key", code="invalid_token")
         claims = _verified(token, key, self._issuer, self._audience)
@@ -157,6 +153,16 @@ class TokenCodec:
             )
         except (KeyError, TypeError, ValueError):
             raise Unauthenticated("invalid token", code="invalid_token") from None
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKENS)
+def _key_id(token: str) -> str:
+    """The kid in a token's header, unverified: remembered like `_verified`, since PyJWT
+    decodes every segment to read it."""
+    try:
+        return str(jwt.get_unverified_header(token).get("kid"))
+    except jwt.PyJWTError:
+        raise Unauthenticated("invalid token", code="invalid_token") from None
 
 
 @functools.lru_cache(maxsize=VERIFIED_TOKENS)
