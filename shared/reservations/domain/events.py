@@ -107,19 +107,17 @@ def enqueue_notices(session: Session, notices: Sequence[tuple[str, int, Mapping[
     """Appointment notices (key, recipient id, ``notice_document``) for the dispatch pass to
     render and send, committed with the change that caused them, in one statement; a key
     already queued makes its notice a no-op."""
+    # One JSON document rather than a text[] of notices: pg8000 escapes every string of an
+    # array parameter character by character in Python (~80 µs a notice).
+    rows = [{"key": key[:200], "user_id": user_id, "notice": notice} for key, user_id, notice in notices]
     session.execute(
         text(
             "INSERT INTO outgoing_mail (dedupe_key, user_id, notice, created_at, next_attempt_at) "
-            "SELECT key, user_id, CAST(notice AS jsonb), :now, :now "
-            "FROM unnest(CAST(:keys AS text[]), CAST(:users AS bigint[]), CAST(:notices AS text[])) "
-            "AS queued(key, user_id, notice) ON CONFLICT (dedupe_key) DO NOTHING"
+            "SELECT key, user_id, notice, :now, :now "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS queued(key text, user_id bigint, notice jsonb) "
+            "ON CONFLICT (dedupe_key) DO NOTHING"
         ),
-        {
-            "keys": [key[:200] for key, _, _ in notices],
-            "users": [user_id for _, user_id, _ in notices],
-            "notices": [json.dumps(notice) for _, _, notice in notices],
-            "now": now,
-        },
+        {"rows": json.dumps(rows), "now": now},
     )
 
 
