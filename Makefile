@@ -94,7 +94,8 @@ chromium: $(CHROMIUM) ## Debian's chromium for the browser check (apt-get, as ro
 $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then \
 		echo "installing chromium (apt-get) for tests/e2e/test_docs_browser.py"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium; \
 	else \
 		echo "$(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium' (needed by tests/e2e/test_docs_browser.py)" >&2; \
 		exit 1; \
