@@ -103,6 +103,26 @@ def measure(call: Callable[[], object], *, runs: int, warmup: int = 3) -> Timing
     return Timing(tuple(samples))
 
 
+def measure_interleaved(calls: Sequence[Callable[[], object]], *, runs: int, warmup: int = 3) -> list[Timing]:
+    """Time `runs` calls of each of `calls`, taking turns: one of each per round, the order
+    reversed every other round. A ratio of two series measured one after the other also
+    measures how the machine drifted in between (this one's hello moved 40 % between two
+    suites of one run); taking turns puts the drift on both sides alike."""
+    for _ in range(warmup):
+        for each in calls:
+            each()
+    gc.collect()
+    samples: list[list[int]] = [[] for _ in calls]
+    clock = time.perf_counter_ns
+    order = list(range(len(calls)))
+    for round_number in range(runs):
+        for index in order if round_number % 2 == 0 else reversed(order):
+            started = clock()
+            calls[index]()
+            samples[index].append(clock() - started)
+    return [Timing(tuple(series)) for series in samples]
+
+
 def measure_prepared[T](prepare: Callable[[], T], call: Callable[[T], object], *, runs: int, warmup: int = 3) -> Timing:
     """Like `measure`, with an untimed `prepare()` before each call (a fresh slot, the
     next appointment id, a bumped cache version) whose result the call receives."""
