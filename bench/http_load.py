@@ -242,23 +242,14 @@ class CpuUse:
         return self.gateway + self.client + sum(self.servers.values())
 
 
-@contextmanager
-def counting_cpu() -> Iterator[dict[str, float]]:
-    """Yields a dict that holds, after the block, the CPU seconds this process and each
-    of SERVERS spent in it."""
-    spent: dict[str, float] = {}
-    before = {name: cpu_seconds_of(names) for name, names in SERVERS.items()}
-    own = time.process_time()
-    yield spent
-    spent["gateway"] = time.process_time() - own
-    spent.update({name: cpu_seconds_of(names) - before[name] for name, names in SERVERS.items()})
-
-
 def drive_and_count(config: dict[str, Any]) -> tuple[dict[str, Any], CpuUse]:
-    with counting_cpu() as spent:
-        result = http_clients(config)
-    servers = {name: spent[name] for name in SERVERS}
-    return result, CpuUse(spent["gateway"], float(result["cpu"]), servers)
+    """`http_clients`, with the CPU seconds this process and each of SERVERS spent meanwhile."""
+    servers_before = {name: cpu_seconds_of(names) for name, names in SERVERS.items()}
+    own_before = time.process_time()
+    result = http_clients(config)
+    gateway = time.process_time() - own_before
+    servers = {name: cpu_seconds_of(names) - servers_before[name] for name, names in SERVERS.items()}
+    return result, CpuUse(gateway, float(result["cpu"]), servers)
 
 
 @dataclass(frozen=True)
