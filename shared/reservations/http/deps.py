@@ -1,4 +1,4 @@
-"""Annotated dependencies: the container, the caller's verified token, role guards.
+"""Annotated dependencies: the caller's verified token, role guards, idempotency and request ids.
 
 A dependency only verifies the bearer token (signature, expiry, issuer, audience: no
 database); whether the token was revoked since is checked by the use case inside its own
